@@ -1,0 +1,102 @@
+// ObjectStore over a local directory: the embedded default. Atomic publication = write a temp file
+// beside the target, fsync, rename (rename is atomic within one filesystem).
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, relative, sep } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { randomBytes } from 'node:crypto';
+import { NotFoundError, type ByteRange, type ObjectInfo, type ObjectStore } from './types.ts';
+
+const TMP_MARKER = '.easel-tmp-';
+
+export class FileStore implements ObjectStore {
+  readonly url: string;
+
+  constructor(readonly root: string) {
+    this.url = pathToFileURL(root).href;
+  }
+
+  private path(key: string): string {
+    const p = join(this.root, key);
+    if (relative(this.root, p).startsWith('..')) throw new Error(`key escapes the store root: ${key}`);
+    return p;
+  }
+
+  async get(key: string, range?: ByteRange): Promise<Readable> {
+    const p = this.path(key);
+    let size: number;
+    try {
+      size = (await stat(p)).size;
+    } catch {
+      throw new NotFoundError(`${this.url}/${key}`);
+    }
+    if (!range) return createReadStream(p);
+    const start = range.start < 0 ? Math.max(0, size + range.start) : range.start;
+    const end = range.start < 0 ? size - 1 : Math.min(range.end ?? size - 1, size - 1);
+    if (end < start) return Readable.from([]);
+    return createReadStream(p, { start, end });
+  }
+
+  async getBytes(key: string, range?: ByteRange): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    for await (const c of await this.get(key, range)) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  async put(key: string, body: Buffer | Uint8Array | string | Readable): Promise<void> {
+    const p = this.path(key);
+    await mkdir(dirname(p), { recursive: true });
+    const tmp = `${p}${TMP_MARKER}${randomBytes(6).toString('hex')}`;
+    try {
+      const src = body instanceof Readable ? body : Readable.from([typeof body === 'string' ? Buffer.from(body) : Buffer.from(body)]);
+      await pipeline(src, createWriteStream(tmp));
+      const fh = await open(tmp, 'r+');
+      await fh.sync();
+      await fh.close();
+      await rename(tmp, p);
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const s = await stat(this.path(key));
+      return s.isFile() ? { key, size: s.size } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async *list(prefix = ''): AsyncIterable<ObjectInfo> {
+    const all: ObjectInfo[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) await walk(p);
+        else if (e.isFile() && !e.name.includes(TMP_MARKER)) {
+          const key = relative(this.root, p).split(sep).join('/');
+          if (key.startsWith(prefix)) all.push({ key, size: (await stat(p)).size });
+        }
+      }
+    };
+    await walk(this.root);
+    all.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    yield* all;
+  }
+
+  async delete(key: string): Promise<void> {
+    await rm(this.path(key), { force: true });
+  }
+
+  async close(): Promise<void> {}
+}
