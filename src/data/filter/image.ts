@@ -1,0 +1,44 @@
+// Image checks: the image must decode completely with sharp (refusing decompression bombs before any pixel
+// is allocated), and its aspect ratio, measured after EXIF orientation, must be within the configured range.
+import sharp from 'sharp';
+import type { FilterConfig } from './config.ts';
+import type { Check } from './reasons.ts';
+
+export interface DecodedImage {
+  /** Width and height as displayed, i.e. after applying the EXIF orientation (a 90°-rotated photo swaps them). */
+  width: number;
+  height: number;
+  /** The decoder that read it: jpeg, png, webp, gif, … */
+  format: string;
+}
+
+// Decoding to a thumbnail this size proves every byte of the image decodes (JPEG still entropy-decodes the
+// whole scan when it shrinks on load) at a fraction of the cost of a full-size decode.
+const PROBE_SIZE = 32;
+
+/** Decodes `bytes` fully and reports the oriented size; a refused or broken image is dropped as 'image'. */
+export async function decodeImage(bytes: Uint8Array, cfg: Pick<FilterConfig, 'maxPixels'>): Promise<Check<DecodedImage>> {
+  if (bytes.length === 0) return { ok: false, reason: 'image', detail: 'image file is empty (0 bytes)' };
+  try {
+    // failOn 'warning' (sharp's advice for untrusted input): truncated or corrupt scans are errors, not grey bands.
+    const img = sharp(bytes, { failOn: 'warning', limitInputPixels: cfg.maxPixels, autoOrient: true });
+    const meta = await img.metadata();
+    const { width, height } = meta.autoOrient;
+    if (width * height > cfg.maxPixels) {
+      return { ok: false, reason: 'image', detail: `image is ${width}×${height} = ${width * height} pixels, over the ${cfg.maxPixels} pixel limit` };
+    }
+    await img.resize({ width: PROBE_SIZE, height: PROBE_SIZE, fit: 'inside' }).raw().toBuffer();
+    return { ok: true, value: { width, height, format: meta.format } };
+  } catch (err) {
+    return { ok: false, reason: 'image', detail: `image does not decode: ${(err as Error).message}` };
+  }
+}
+
+/** Checks width/height against [minAspect, maxAspect], both ends inclusive. */
+export function checkAspect(img: Pick<DecodedImage, 'width' | 'height'>, cfg: Pick<FilterConfig, 'minAspect' | 'maxAspect'>): Check<number> {
+  const aspect = img.width / img.height;
+  if (aspect < cfg.minAspect || aspect > cfg.maxAspect) {
+    return { ok: false, reason: 'aspect_ratio', detail: `aspect ratio ${img.width}×${img.height} = ${aspect.toFixed(3)} is outside [${cfg.minAspect}, ${cfg.maxAspect}]` };
+  }
+  return { ok: true, value: aspect };
+}
