@@ -6,6 +6,7 @@ type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Pro
 
 // Each helper-owned command registers one line here (name → lazily imported module exporting run(argv)).
 const COMMANDS: Record<string, Command> = {
+  data: { summary: 'write the synthetic shapes dataset (easel data synth)', load: () => import('./data.ts') },
 };
 
 function usage(): string {

@@ -1,0 +1,20 @@
+// mapOrdered: applies an async function to a stream with at most `concurrency` calls in flight and yields the
+// results in input order. Used wherever samples are rendered or decoded (libvips works on its own threads,
+// so several images in flight keep both cores busy while the consumer sees a plain ordered stream).
+
+export async function* mapOrdered<T, U>(input: Iterable<T> | AsyncIterable<T>, concurrency: number, fn: (item: T) => Promise<U>): AsyncGenerator<U> {
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error(`concurrency must be a positive integer, got ${concurrency}`);
+  const window: Promise<U>[] = [];
+  try {
+    for await (const item of input) {
+      const p = fn(item);
+      p.catch(() => {}); // observed when its turn comes; avoids an unhandled rejection meanwhile
+      window.push(p);
+      if (window.length >= concurrency) yield await window.shift()!;
+    }
+    while (window.length) yield await window.shift()!;
+  } finally {
+    // An early exit (consumer break or error) still waits for calls already started, so none outlives us.
+    await Promise.allSettled(window);
+  }
+}
