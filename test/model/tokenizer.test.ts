@@ -1,6 +1,5 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
-import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/model/backend.ts';
 import { BOS, EOS, PAD, VOCAB_SIZE, decode, encode, tokenize } from '../../src/model/tokenizer.ts';
 
