@@ -26,12 +26,6 @@ export const FilterConfig = z
       .min(1)
       .default(Math.max(2, availableParallelism() * 2))
       .describe('samples checked concurrently; image decodes run on libuv threads, so this many images are in flight'),
-    shardSize: z
-      .number()
-      .int()
-      .min(1)
-      .default(10000)
-      .describe('most samples per output shard; an input shard with more kept samples is split into parts'),
   })
   .refine((c) => c.minAspect <= c.maxAspect, { message: 'minAspect must not exceed maxAspect', path: ['minAspect'] });
 

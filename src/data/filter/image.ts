@@ -20,13 +20,15 @@ const PROBE_SIZE = 32;
 export async function decodeImage(bytes: Uint8Array, cfg: Pick<FilterConfig, 'maxPixels'>): Promise<Check<DecodedImage>> {
   if (bytes.length === 0) return { ok: false, reason: 'image', detail: 'image file is empty (0 bytes)' };
   try {
-    // failOn 'warning' (sharp's advice for untrusted input): truncated or corrupt scans are errors, not grey bands.
-    const img = sharp(bytes, { failOn: 'warning', limitInputPixels: cfg.maxPixels, autoOrient: true });
-    const meta = await img.metadata();
+    // The header alone gives the size, so a bomb is refused before any pixel memory is allocated. The decode
+    // below enforces the same limit (limitInputPixels) in case a format reports its size only while decoding.
+    const meta = await sharp(bytes, { limitInputPixels: false, autoOrient: true }).metadata();
     const { width, height } = meta.autoOrient;
     if (width * height > cfg.maxPixels) {
       return { ok: false, reason: 'image', detail: `image is ${width}×${height} = ${width * height} pixels, over the ${cfg.maxPixels} pixel limit` };
     }
+    // failOn 'warning' (sharp's advice for untrusted input): truncated or corrupt scans are errors, not grey bands.
+    const img = sharp(bytes, { failOn: 'warning', limitInputPixels: cfg.maxPixels, autoOrient: true });
     await img.resize({ width: PROBE_SIZE, height: PROBE_SIZE, fit: 'inside' }).raw().toBuffer();
     return { ok: true, value: { width, height, format: meta.format } };
   } catch (err) {
