@@ -7,6 +7,7 @@ type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Pro
 // Each helper-owned command registers one line here (name → lazily imported module exporting run(argv)).
 const COMMANDS: Record<string, Command> = {
   data: { summary: 'write the synthetic shapes dataset (easel data synth)', load: () => import('./data.ts') },
+  filter: { summary: 'keep the caption–image samples DALL·E would train on; count what was dropped and why', load: () => import('./filter.ts') },
 };
 
 function usage(): string {
