@@ -1,0 +1,130 @@
+// CLIP: a ViT image encoder and a causal text transformer mapped into one embedding space, trained so a caption's
+// embedding is closest to its own image's (Radford et al., 2021). Tiny by default, for CPU training.
+//
+//   image [B, H, W, 3] → patches [B, N, P·P·3] → linear → [class, patches] + pos → LN → transformer → LN(class)
+//     → proj → L2-normalise → [B, D]
+//   tokens [B, T] → embed + pos → causal transformer → hidden state at EOS → LN → proj → L2-normalise → [B, D]
+import * as tf from '@tensorflow/tfjs-core';
+import { z } from 'zod';
+import { Embedding, LayerNorm, Linear, ParamStore, PositionalEmbedding, Transformer, l2Normalize } from './nn.ts';
+import { EOS, VOCAB_SIZE } from './tokenizer.ts';
+import { LOGIT_SCALE_INIT, contrastiveLoss } from './losses.ts';
+
+export const ClipConfig = z
+  .object({
+    imageSize: z.number().int().min(1).default(32).describe('input image side in pixels (square)'),
+    patchSize: z.number().int().min(1).default(8).describe('ViT patch side in pixels; must divide imageSize'),
+    width: z.number().int().min(1).default(64).describe('width of the image transformer'),
+    layers: z.number().int().min(1).default(2).describe('blocks of the image transformer'),
+    heads: z.number().int().min(1).default(4).describe('attention heads of the image transformer; must divide width'),
+    contextLength: z.number().int().min(2).default(48).describe('caption tokens per example, BOS and EOS included (byte-level: longer captions are cut)'),
+    textWidth: z.number().int().min(1).default(64).describe('width of the text transformer'),
+    textLayers: z.number().int().min(1).default(2).describe('blocks of the text transformer'),
+    textHeads: z.number().int().min(1).default(4).describe('attention heads of the text transformer; must divide textWidth'),
+    embedDim: z.number().int().min(1).default(64).describe('width D of the joint image–text embedding'),
+  })
+  .superRefine((c, ctx) => {
+    if (c.imageSize % c.patchSize !== 0) ctx.addIssue({ code: 'custom', path: ['patchSize'], message: `patchSize ${c.patchSize} must divide imageSize ${c.imageSize}` });
+    if (c.width % c.heads !== 0) ctx.addIssue({ code: 'custom', path: ['heads'], message: `heads ${c.heads} must divide width ${c.width}` });
+    if (c.textWidth % c.textHeads !== 0) ctx.addIssue({ code: 'custom', path: ['textHeads'], message: `textHeads ${c.textHeads} must divide textWidth ${c.textWidth}` });
+  });
+export type ClipConfig = z.infer<typeof ClipConfig>;
+
+export interface ClipBatch {
+  /** [B, H, W, 3] in [-1, 1]. */
+  images: tf.Tensor4D;
+  /** int32 [B, contextLength] from tokenize(). */
+  tokens: tf.Tensor2D;
+}
+
+export class Clip {
+  readonly config: ClipConfig;
+  /** ln(multiplier of cosine similarities); initialised to ln(1/0.07), used as min(exp(·), 100). */
+  readonly logitScale: tf.Variable;
+  private readonly store: ParamStore;
+
+  // Image encoder.
+  private readonly patchEmbed: Linear;
+  private readonly classToken: tf.Variable;
+  private readonly imagePos: PositionalEmbedding;
+  private readonly lnPre: LayerNorm;
+  private readonly visual: Transformer;
+  private readonly lnPost: LayerNorm;
+  private readonly imageProj: Linear;
+
+  // Text encoder.
+  private readonly tokenEmbed: Embedding;
+  private readonly textPos: PositionalEmbedding;
+  private readonly text: Transformer;
+  private readonly lnFinal: LayerNorm;
+  private readonly textProj: Linear;
+
+  constructor(config: z.input<typeof ClipConfig>, seed: number) {
+    const c = (this.config = ClipConfig.parse(config));
+    this.store = new ParamStore(seed);
+    const v = this.store.scope('visual');
+    const patches = (c.imageSize / c.patchSize) ** 2;
+    this.patchEmbed = new Linear(v.scope('patch'), c.patchSize * c.patchSize * 3, c.width);
+    this.classToken = v.normal('classToken', [c.width], c.width ** -0.5);
+    this.imagePos = new PositionalEmbedding(v.scope('pos'), patches + 1, c.width);
+    this.lnPre = new LayerNorm(v.scope('lnPre'), c.width);
+    this.visual = new Transformer(v, { width: c.width, layers: c.layers, heads: c.heads });
+    this.lnPost = new LayerNorm(v.scope('lnPost'), c.width);
+    this.imageProj = new Linear(v.scope('proj'), c.width, c.embedDim, { bias: false, std: c.width ** -0.5 });
+
+    const t = this.store.scope('text');
+    this.tokenEmbed = new Embedding(t.scope('token'), VOCAB_SIZE, c.textWidth);
+    this.textPos = new PositionalEmbedding(t.scope('pos'), c.contextLength, c.textWidth);
+    this.text = new Transformer(t, { width: c.textWidth, layers: c.textLayers, heads: c.textHeads });
+    this.lnFinal = new LayerNorm(t.scope('lnFinal'), c.textWidth);
+    this.textProj = new Linear(t.scope('proj'), c.textWidth, c.embedDim, { bias: false, std: c.textWidth ** -0.5 });
+
+    this.logitScale = this.store.constant('logitScale', [], LOGIT_SCALE_INIT);
+  }
+
+  /** Every trainable variable under its dotted name, in an order fixed by the config alone. */
+  params(): Map<string, tf.Variable> {
+    return this.store.vars;
+  }
+
+  /** images [B, H, W, 3] in [-1, 1] → L2-normalised [B, embedDim]. */
+  encodeImage(images: tf.Tensor4D): tf.Tensor2D {
+    const { imageSize: s, patchSize: p, width } = this.config;
+    const [b, h, w, ch] = images.shape;
+    if (h !== s || w !== s || ch !== 3) throw new Error(`CLIP expects images [B, ${s}, ${s}, 3], got [${images.shape}]`);
+    const g = s / p; // patches per side
+    // Cut into P×P patches with rank-4 ops only: [B·g, P, g, P·3] → [B·g, g, P, P·3] → [B·g·g, P·P·3].
+    const rows = tf.reshape(images, [b * g, p, g, p * 3]);
+    const patches = tf.reshape(tf.transpose(rows, [0, 2, 1, 3]), [b * g * g, p * p * 3]);
+    const tokens = tf.reshape(this.patchEmbed.apply(patches), [b, g * g, width]); // [B, N, C]
+    const cls = tf.add(tf.zeros([b, 1, width]), tf.reshape(this.classToken, [1, 1, width])); // [B, 1, C]
+    let x = this.imagePos.apply(tf.concat([cls, tokens], 1) as tf.Tensor3D); // [B, N+1, C]
+    x = this.visual.apply(this.lnPre.apply(x));
+    const pooled = tf.reshape(tf.slice(x, [0, 0, 0], [b, 1, width]), [b, width]) as tf.Tensor2D; // class token
+    return l2Normalize(this.imageProj.apply(this.lnPost.apply(pooled)));
+  }
+
+  /** tokens int32 [B, T ≤ contextLength], one EOS per row (as tokenize() makes) → L2-normalised [B, embedDim]. */
+  encodeText(tokens: tf.Tensor2D): tf.Tensor2D {
+    const [b, t] = tokens.shape;
+    if (t > this.config.contextLength) throw new Error(`CLIP text context is ${this.config.contextLength} tokens, got ${t}`);
+    let x = this.textPos.apply(this.tokenEmbed.apply(tokens)); // [B, T, C]
+    x = this.text.apply(x, { causal: true });
+    // The EOS position has attended to the whole caption (and, causally, to nothing after it).
+    const atEos = tf.reshape(tf.cast(tf.equal(tokens, EOS), 'float32'), [b, t, 1]);
+    const pooled = tf.sum(tf.mul(x, atEos), 1) as tf.Tensor2D; // [B, C]
+    return l2Normalize(this.textProj.apply(this.lnFinal.apply(pooled)));
+  }
+
+  /**
+   * The contrastive loss of one whole batch in one process. A distributed trainer instead encodes its own rows,
+   * gathers the other ranks' embeddings and calls contrastiveLoss with `own` (see losses.ts).
+   */
+  loss(batch: ClipBatch): tf.Scalar {
+    return contrastiveLoss(this.encodeImage(batch.images), this.encodeText(batch.tokens), this.logitScale);
+  }
+
+  dispose(): void {
+    for (const v of this.store.vars.values()) v.dispose();
+  }
+}
