@@ -80,8 +80,8 @@ test('two ranks’ gradients, averaged, equal one process’s gradient on the wh
   const perRank = [0, 1].map((rank) => {
     const other = 1 - rank;
     const [otherImage, otherText] = tf.tidy(() => [
-      clip.encodeImage(rows(images, other) as tf.Tensor4D).dataSync(),
-      clip.encodeText(rows(tokens, other) as tf.Tensor2D).dataSync(),
+      clip.encodeImage(rows(images, other) as tf.Tensor4D).dataSync() as Float32Array,
+      clip.encodeText(rows(tokens, other) as tf.Tensor2D).dataSync() as Float32Array,
     ]);
     return gradsOf(clip, () => {
       const ownImage = clip.encodeImage(rows(images, rank) as tf.Tensor4D);
