@@ -168,7 +168,7 @@ export interface SynthManifest {
 const RENDERS_IN_FLIGHT = 4;
 
 /** Writes the whole dataset under `prefix` of `store` and returns its manifest (also written as synth.json). */
-export async function writeSynthDataset(store: ObjectStore, config: SynthConfig, prefix = '', onShard?: (key: string) => void): Promise<SynthManifest> {
+export async function writeSynthDataset(store: ObjectStore, config: z.input<typeof SynthConfig>, prefix = '', onShard?: (key: string) => void): Promise<SynthManifest> {
   const cfg = SynthConfig.parse(config);
   const holdout = parseColorShapePairs(cfg.holdout);
   const pairs = trainingPairs(holdout);

@@ -18,3 +18,29 @@ export async function* mapOrdered<T, U>(input: Iterable<T> | AsyncIterable<T>, c
     await Promise.allSettled(window);
   }
 }
+
+/**
+ * Runs up to `depth` items ahead of the consumer: while the caller is busy (a training step), the next items
+ * are already being produced. Order and content are exactly those of `source`.
+ */
+export async function* prefetch<T>(source: AsyncIterable<T>, depth: number): AsyncGenerator<T> {
+  if (!Number.isInteger(depth) || depth < 0) throw new Error(`prefetch depth must be a non-negative integer, got ${depth}`);
+  const it = source[Symbol.asyncIterator]();
+  // An async generator queues concurrent next() calls and runs them one after another, so asking early is safe.
+  const ahead: Promise<IteratorResult<T>>[] = [];
+  try {
+    for (;;) {
+      while (ahead.length <= depth) {
+        const p = it.next();
+        p.catch(() => {}); // observed when its turn comes
+        ahead.push(p);
+      }
+      const r = await ahead.shift()!;
+      if (r.done) return;
+      yield r.value;
+    }
+  } finally {
+    await Promise.allSettled(ahead);
+    await it.return?.(undefined);
+  }
+}
