@@ -206,6 +206,9 @@ for (const backend of [fileBackend(), s3Backend()]) {
       await assert.rejects(store.get('no/such/key'), (e: Error) => e instanceof NotFoundError && e.message.includes('no/such/key'));
       await assert.rejects(store.getBytes('no/such/key', { start: -3 }), NotFoundError);
       assert.equal(await store.head('no/such/key'), undefined);
+      await store.put('dir/child', 'x');
+      await assert.rejects(store.get('dir'), NotFoundError, 'a prefix of other keys is not an object');
+      assert.equal(await store.head('dir'), undefined);
     });
 
     test('delete removes an object; deleting a missing key is not an error', async () => {
@@ -216,8 +219,12 @@ for (const backend of [fileBackend(), s3Backend()]) {
       await store.delete('del/x');
     });
 
-    test('keys that would escape the store root are refused', async () => {
+    test('keys that would escape the store root are refused; dots inside a name are fine', async () => {
       await assert.rejects(store.put('../outside', 'x'), /escapes|invalid object key/);
+      await assert.rejects(store.put('a/../../outside', 'x'), /escapes|invalid object key/);
+      await assert.rejects(store.getBytes(''), /escapes|invalid object key/);
+      await store.put('..dots/a..b', 'x');
+      assert.deepEqual(await listKeys(store, '..dots/'), ['..dots/a..b']);
     });
   });
 }

@@ -2,10 +2,11 @@
 // beside the target, fsync, rename (rename is atomic within one filesystem).
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join, relative, sep } from 'node:path';
+import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { buffer } from 'node:stream/consumers';
 import { randomBytes } from 'node:crypto';
 import { NotFoundError, type ByteRange, type ObjectInfo, type ObjectStore } from './types.ts';
 
@@ -20,18 +21,16 @@ export class FileStore implements ObjectStore {
 
   private path(key: string): string {
     const p = join(this.root, key);
-    if (relative(this.root, p).startsWith('..')) throw new Error(`key escapes the store root: ${key}`);
+    const rel = relative(this.root, p);
+    if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) throw new Error(`key escapes the store root: ${key}`);
     return p;
   }
 
   async get(key: string, range?: ByteRange): Promise<Readable> {
     const p = this.path(key);
-    let size: number;
-    try {
-      size = (await stat(p)).size;
-    } catch {
-      throw new NotFoundError(`${this.url}/${key}`);
-    }
+    const s = await stat(p).catch(() => undefined);
+    if (!s?.isFile()) throw new NotFoundError(`${this.url}/${key}`);
+    const size = s.size;
     if (!range) return createReadStream(p);
     const start = range.start < 0 ? Math.max(0, size + range.start) : range.start;
     const end = range.start < 0 ? size - 1 : Math.min(range.end ?? size - 1, size - 1);
@@ -40,9 +39,7 @@ export class FileStore implements ObjectStore {
   }
 
   async getBytes(key: string, range?: ByteRange): Promise<Buffer> {
-    const chunks: Buffer[] = [];
-    for await (const c of await this.get(key, range)) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
+    return buffer(await this.get(key, range));
   }
 
   async put(key: string, body: Buffer | Uint8Array | string | Readable): Promise<void> {

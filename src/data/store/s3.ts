@@ -118,7 +118,7 @@ export class S3Store implements ObjectStore {
   }
 
   private key(key: string): string {
-    if (key.startsWith('/') || key.split('/').includes('..')) throw new Error(`invalid object key: ${key}`);
+    if (key === '' || key.startsWith('/') || key.split('/').includes('..')) throw new Error(`invalid object key: ${key}`);
     return this.prefix ? `${this.prefix}/${key}` : key;
   }
 
