@@ -148,10 +148,7 @@ async function* positionedSamples(opts: LoaderOptions, cfg: LoaderConfig, stats:
     let yielded = 0;
     for (; shard < n; shard++, sample = 0) {
       const key = opts.shards[order[shard]];
-      const onError = (err: ShardReadError) => {
-        log.error('shard failed; using its complete samples and going on', { shard: key, reason: err.reason });
-        stats.failedShards.push({ shard: key, reason: err.reason });
-      };
+      const onError = shardFailureLogger(stats, key);
       for await (const s of shardSamples(opts.store, key, { seed: cfg.seed, epoch, shuffleBuffer: cfg.shuffleBuffer, startSample: sample, onError })) {
         const after = !s.last ? { epoch, shard, sample: s.index + 1 } : shard + 1 < n ? { epoch, shard: shard + 1, sample: 0 } : { epoch: epoch + 1, shard: 0, sample: 0 };
         yielded++;
@@ -205,7 +202,7 @@ async function decodeSample(p: Positioned, cfg: LoaderConfig): Promise<Decoded> 
   }
 }
 
-async function* batches(opts: LoaderOptions, cfg: LoaderConfig, stats: LoaderStats): AsyncGenerator<Batch> {
+async function* batches(source: AsyncIterable<Positioned>, cfg: LoaderConfig, stats: LoaderStats): AsyncGenerator<Batch> {
   const pixels = cfg.imageSize * cfg.imageSize * 3;
   let images = new Float32Array(cfg.batchSize * pixels);
   let captions: string[] = [];
@@ -219,7 +216,7 @@ async function* batches(opts: LoaderOptions, cfg: LoaderConfig, stats: LoaderSta
     return b;
   };
   let lastAfter: LoaderCursor | undefined;
-  for await (const d of mapOrdered(positionedSamples(opts, cfg, stats), cfg.decodeConcurrency, (p) => decodeSample(p, cfg))) {
+  for await (const d of mapOrdered(source, cfg.decodeConcurrency, (p) => decodeSample(p, cfg))) {
     lastAfter = d.after;
     if (!d.ok) {
       stats.skipped[d.why]++;
@@ -235,6 +232,17 @@ async function* batches(opts: LoaderOptions, cfg: LoaderConfig, stats: LoaderSta
   if (captions.length > 0 && !cfg.dropLast) yield emit(lastAfter!);
 }
 
+function newStats(): LoaderStats {
+  return { samples: 0, batches: 0, skipped: { missing_image: 0, missing_caption: 0, caption_encoding: 0, image: 0 }, failedShards: [] };
+}
+
+function shardFailureLogger(stats: LoaderStats, key: string): (err: ShardReadError) => void {
+  return (err) => {
+    log.error('shard failed; using its complete samples and going on', { shard: key, reason: err.reason });
+    stats.failedShards.push({ shard: key, reason: err.reason });
+  };
+}
+
 /** Opens the batch stream described in the module comment. */
 export function openLoader(opts: LoaderOptions): Loader {
   const { store: _store, shards: _shards, cursor, ...rest } = opts;
@@ -243,7 +251,35 @@ export function openLoader(opts: LoaderOptions): Loader {
     const ok = [cursor.epoch, cursor.shard, cursor.sample].every((v) => Number.isInteger(v) && v >= 0) && cursor.shard <= opts.shards.length;
     if (!ok) throw new Error(`loader cursor ${JSON.stringify(cursor)} is not a position in ${opts.shards.length} shards`);
   }
-  const stats: LoaderStats = { samples: 0, batches: 0, skipped: { missing_image: 0, missing_caption: 0, caption_encoding: 0, image: 0 }, failedShards: [] };
-  const it = prefetch(batches(opts, cfg, stats), cfg.prefetch);
-  return Object.assign(it, { stats });
+  const stats = newStats();
+  return Object.assign(prefetch(batches(positionedSamples(opts, cfg, stats), cfg, stats), cfg.prefetch), { stats });
+}
+
+export interface ShardBatchOptions extends Partial<LoaderConfig> {
+  store: ObjectStore;
+  /** The one shard to read. */
+  shard: string;
+  /** Epoch whose within-shard shuffle to use. */
+  epoch: number;
+  batchSize: number;
+  imageSize: number;
+  seed: number;
+  /** Samples of the shard (in its shuffled order) already consumed: a batch's cursor.sample. */
+  startSample?: number;
+}
+
+/**
+ * The batches of ONE shard, for a trainer that leases shards: the same decode and within-shard order as
+ * openLoader for that (seed, epoch), the last batch partial unless dropLast. Each batch's cursor is
+ * {epoch, shard: 0, sample: samples of this shard consumed}; the final one's sample is the shard's size.
+ */
+export function shardBatches(opts: ShardBatchOptions): Loader {
+  const { store, shard, epoch, startSample, ...rest } = opts;
+  const cfg = LoaderConfig.parse(rest);
+  const stats = newStats();
+  async function* positioned(): AsyncGenerator<Positioned> {
+    const samples = shardSamples(store, shard, { seed: cfg.seed, epoch, shuffleBuffer: cfg.shuffleBuffer, startSample, onError: shardFailureLogger(stats, shard) });
+    for await (const s of samples) yield { shard, sample: s.sample, after: { epoch, shard: 0, sample: s.index + 1 } };
+  }
+  return Object.assign(prefetch(batches(positioned(), cfg, stats), cfg.prefetch), { stats });
 }

@@ -276,7 +276,7 @@ test('writer output is byte-identical for the same samples, and continues number
   });
 });
 
-test('an aborted writer publishes nothing under the shard key and leaves no temp files', async () => {
+test('an aborted writer publishes nothing under the shard key, leaves no temp files, and reuses the key', async () => {
   await withStore(async (store, dir) => {
     const w = new ShardWriter(store, { samplesPerShard: 100 });
     await w.write(sample(0));
@@ -284,5 +284,7 @@ test('an aborted writer publishes nothing under the shard key and leaves no temp
     await w.abort(new Error('input failed'));
     assert.equal(await store.head('00000.tar'), undefined);
     assert.deepEqual(await readdir(dir), []);
+    await w.write(sample(2));
+    assert.deepEqual((await w.close()).map((s) => [s.key, s.firstKey]), [['00000.tar', sampleKey(7, 2)]], 'the next write reuses the aborted key');
   });
 });

@@ -135,11 +135,13 @@ export class ShardWriter {
     return this.written;
   }
 
-  /** Abandons the shard being written: its upload fails and nothing appears under its key. */
+  /** Abandons the shard being written: its upload fails, nothing appears under its key, and the next write reuses the key. */
   async abort(err: Error = new Error('shard writer aborted')): Promise<void> {
     const shard = this.current;
     this.current = undefined;
-    await shard?.abort(err);
+    if (!shard) return;
+    this.nextIndex = shard.index;
+    await shard.abort(err);
   }
 }
 
