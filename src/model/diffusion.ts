@@ -142,20 +142,6 @@ export function classifierFreeGuidance(cond: tf.Tensor, uncond: tf.Tensor, scale
   return tf.tidy(() => tf.add(uncond, tf.mul(tf.sub(cond, uncond), scale)));
 }
 
-/** Sinusoidal timestep embedding ([B, dim], as in the Transformer / DDPM), computed in JS: it needs no gradient. */
-export function timestepEmbedding(ts: ArrayLike<number>, dim: number, maxPeriod = 10000): tf.Tensor2D {
-  const half = Math.floor(dim / 2);
-  const out = new Float32Array(ts.length * dim);
-  for (let b = 0; b < ts.length; b++) {
-    for (let i = 0; i < half; i++) {
-      const arg = ts[b] * Math.exp((-Math.log(maxPeriod) * i) / half);
-      out[b * dim + i] = Math.cos(arg);
-      out[b * dim + half + i] = Math.sin(arg);
-    }
-  }
-  return tf.tensor2d(out, [ts.length, dim]);
-}
-
 /**
  * Which examples keep their conditioning in a training batch (classifier-free guidance): 1 = keep, 0 = drop,
  * each dropped with probability `dropProb`, drawn from `rng`-style uniform floats so the mask follows the seed.

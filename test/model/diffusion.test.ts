@@ -16,7 +16,6 @@ import {
   makeSchedule,
   qSample,
   samplingTimesteps,
-  timestepEmbedding,
   x0FromEps,
 } from '../../src/model/diffusion.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -166,16 +165,6 @@ test('classifier-free guidance is uncond + s·(cond − uncond): s=0 → uncond,
     assert.deepEqual(Array.from(classifierFreeGuidance(cond, uncond, 0).dataSync()), [0, 2, 5]);
     assert.deepEqual(Array.from(classifierFreeGuidance(cond, uncond, 1).dataSync()), [1, 2, 3]);
     assert.deepEqual(Array.from(classifierFreeGuidance(cond, uncond, 3).dataSync()), [3, 2, -1]);
-  });
-});
-
-test('timestep embedding: cos/sin halves, distinct per t, bounded', () => {
-  tf.tidy(() => {
-    const e = timestepEmbedding([0, 1, 500], 8).arraySync();
-    assert.deepEqual(e[0], [1, 1, 1, 1, 0, 0, 0, 0]);
-    assert.ok(Math.abs(e[1][0] - Math.cos(1)) < 1e-6 && Math.abs(e[1][4] - Math.sin(1)) < 1e-6);
-    assert.notDeepEqual(e[1], e[2]);
-    for (const row of e) for (const v of row) assert.ok(Math.abs(v) <= 1);
   });
 });
 

@@ -1,0 +1,429 @@
+// The unCLIP decoder: a UNet that predicts the noise in a noised image, conditioned on a CLIP image embedding
+// (and optionally the caption), sampled with DDPM or DDIM and classifier-free guidance.
+//
+// Conditioning (Ramesh et al. 2022, §2.1): the CLIP image embedding is projected and added to the timestep
+// embedding, and projected into `clipTokens` extra context tokens; with `captionContext`, a small causal
+// transformer encodes the caption tokens (GLIDE) and those encodings join the context. Every attention layer of
+// the UNet attends to [context tokens…, pixels…]. In training the CLIP embedding is replaced by a learned null
+// embedding for `imageEmbDrop` of the examples and the caption encodings by learned null encodings for
+// `captionDrop`, so one network also learns the unconditional model that guidance extrapolates away from.
+//
+// Shape letters: B batch, H×W pixels, C channels, E timestep-embedding width, D CLIP embedding width,
+// L context tokens, K caption length. Images are NHWC in [-1, 1].
+// Only rank ≤ 4 tensors: GroupNorm reshapes to [B, H*W, G, C/G]; 2× nearest upsampling is two concats and
+// reshapes (no resizeNearestNeighbor, whose gradient is wrong on the cpu backend for batch > 1).
+import * as tf from '@tensorflow/tfjs-core';
+import { z } from 'zod';
+import { Attention, Embedding, LayerNorm, Linear, ParamStore, PositionalEmbedding, timestepEmbedding, Transformer } from './nn.ts';
+import {
+  alphaBar,
+  classifierFreeGuidance,
+  ddimSigma,
+  ddimStep,
+  ddpmStep,
+  epsFromX0,
+  keepMask,
+  makeSchedule,
+  qSample,
+  samplingTimesteps,
+  ScheduleKind,
+  x0FromEps,
+  type NoiseSchedule,
+} from './diffusion.ts';
+import { VOCAB_SIZE } from './tokenizer.ts';
+import { Rng } from '../util/rng.ts';
+
+export const DecoderConfig = z.object({
+  imageSize: z.number().int().min(8).default(32).describe('output image side in pixels (square); divisible by 2^(levels-1)'),
+  channels: z.number().int().min(1).default(32).describe('channels of the first UNet level'),
+  channelMults: z.array(z.number().int().min(1)).min(1).default([1, 2, 4]).describe('channel multiplier per resolution level (one level per entry, halving the resolution each)'),
+  resBlocks: z.number().int().min(1).default(1).describe('residual blocks per level on the way down (one more on the way up)'),
+  groups: z.number().int().min(1).default(8).describe('GroupNorm groups; must divide every level’s channel count'),
+  attentionHeads: z.number().int().min(1).default(4).describe('heads of the self-attention at the lowest resolution'),
+  embedDim: z.number().int().min(1).default(64).describe('CLIP embedding width D (must equal the CLIP model’s)'),
+  clipTokens: z.number().int().min(0).default(4).describe('extra context tokens projected from the CLIP image embedding'),
+  contextDim: z.number().int().min(1).default(64).describe('width of the context tokens (CLIP tokens and caption encodings)'),
+  captionContext: z.boolean().default(true).describe('encode the caption tokens and let attention attend to them (GLIDE-style)'),
+  contextLength: z.number().int().min(2).default(48).describe('caption tokens per example (the tokenizer context length, as in CLIP)'),
+  textLayers: z.number().int().min(0).default(1).describe('transformer layers of the caption encoder'),
+  textHeads: z.number().int().min(1).default(4).describe('attention heads of the caption encoder'),
+  timesteps: z.number().int().min(1).default(1000).describe('diffusion steps T in training'),
+  schedule: ScheduleKind.default('cosine').describe('noise schedule: cosine (Nichol & Dhariwal) or linear (Ho et al.)'),
+  imageEmbDrop: z.number().min(0).max(1).default(0.1).describe('fraction of training examples whose CLIP embedding is dropped (classifier-free guidance)'),
+  captionDrop: z.number().min(0).max(1).default(0.5).describe('fraction of training examples whose caption is dropped'),
+});
+export type DecoderConfig = z.infer<typeof DecoderConfig>;
+
+export interface DecoderBatch {
+  /** [B, H, W, 3] in [-1, 1]. */
+  images: tf.Tensor4D;
+  /** [B, D] CLIP image embeddings. */
+  imageEmb: tf.Tensor2D;
+  /** int32 [B, K] caption tokens; ignored unless captionContext. Absent = every caption dropped. */
+  tokens?: tf.Tensor2D;
+}
+
+export interface DecoderSampleOptions {
+  steps: number;
+  /** Classifier-free guidance scale: 1 = conditional model alone, 0 = unconditional, > 1 = guided. */
+  guidance: number;
+  seed: number;
+  sampler: 'ddpm' | 'ddim';
+  /** DDIM's η (0 = deterministic). Ignored by DDPM. */
+  eta?: number;
+}
+
+const silu = <T extends tf.Tensor>(x: T): T => tf.mul(x, tf.sigmoid(x)) as T;
+
+/** 2-D convolution, 'same' padding, weights [k, k, Cin, Cout] with N(0, 1/fan-in) init (or zeros). */
+class Conv {
+  readonly w: tf.Variable;
+  readonly b: tf.Variable;
+
+  constructor(
+    ps: ParamStore,
+    inCh: number,
+    outCh: number,
+    readonly kernel = 3,
+    readonly stride: 1 | 2 = 1,
+    zeroInit = false,
+  ) {
+    const shape = [kernel, kernel, inCh, outCh];
+    this.w = zeroInit ? ps.zeros('w', shape) : ps.normal('w', shape, 1 / Math.sqrt(kernel * kernel * inCh));
+    this.b = ps.zeros('b', [outCh]);
+  }
+
+  apply(x: tf.Tensor4D): tf.Tensor4D {
+    return tf.add(tf.conv2d(x, this.w as tf.Tensor4D, this.stride, 'same'), this.b);
+  }
+}
+
+/** GroupNorm (Wu & He 2018): normalise each example over H, W and a group of C/G channels. */
+class GroupNorm {
+  readonly g: tf.Variable;
+  readonly b: tf.Variable;
+
+  constructor(
+    ps: ParamStore,
+    readonly ch: number,
+    readonly groups: number,
+    readonly eps = 1e-5,
+  ) {
+    if (ch % groups !== 0) throw new Error(`GroupNorm: ${ch} channels are not divisible by ${groups} groups (decoder config 'groups')`);
+    this.g = ps.ones('g', [ch]);
+    this.b = ps.zeros('b', [ch]);
+  }
+
+  apply(x: tf.Tensor4D): tf.Tensor4D {
+    const [b, h, w, c] = x.shape;
+    const grouped = tf.reshape(x, [b, h * w, this.groups, c / this.groups]);
+    const { mean, variance } = tf.moments(grouped, [1, 3], true);
+    const normed = tf.reshape(tf.mul(tf.sub(grouped, mean), tf.rsqrt(tf.add(variance, this.eps))), [b, h, w, c]);
+    return tf.add(tf.mul(normed, this.g), this.b);
+  }
+}
+
+/** 2× nearest-neighbour upsampling as concat + reshape: [B, H, W, C] → [B, 2H, 2W, C]. */
+export function upsampleNearest2x(x: tf.Tensor4D): tf.Tensor4D {
+  const [b, h, w, c] = x.shape;
+  const wide = tf.reshape(tf.concat([x, x], 3), [b, h, 2 * w, c]); // each pixel twice along W
+  return tf.reshape(tf.concat([wide, wide], 2), [b, 2 * h, 2 * w, c]); // each row twice along H
+}
+
+/** GroupNorm → SiLU → conv, + projected embedding, → GroupNorm → SiLU → conv (zero-init), + skip. */
+class ResBlock {
+  readonly norm1: GroupNorm;
+  readonly conv1: Conv;
+  readonly emb: Linear;
+  readonly norm2: GroupNorm;
+  readonly conv2: Conv;
+  readonly skip?: Conv;
+
+  constructor(ps: ParamStore, inCh: number, outCh: number, embDim: number, groups: number) {
+    this.norm1 = new GroupNorm(ps.scope('norm1'), inCh, groups);
+    this.conv1 = new Conv(ps.scope('conv1'), inCh, outCh);
+    this.emb = new Linear(ps.scope('emb'), embDim, outCh, { std: 1 / Math.sqrt(embDim) });
+    this.norm2 = new GroupNorm(ps.scope('norm2'), outCh, groups);
+    this.conv2 = new Conv(ps.scope('conv2'), outCh, outCh, 3, 1, true);
+    if (inCh !== outCh) this.skip = new Conv(ps.scope('skip'), inCh, outCh, 1);
+  }
+
+  /** x: [B, H, W, Cin], emb: [B, E] → [B, H, W, Cout]. */
+  apply(x: tf.Tensor4D, emb: tf.Tensor2D): tf.Tensor4D {
+    let h = this.conv1.apply(silu(this.norm1.apply(x)));
+    const e = this.emb.apply(silu(emb));
+    h = tf.add(h, tf.reshape(e, [e.shape[0], 1, 1, e.shape[1]]));
+    h = this.conv2.apply(silu(this.norm2.apply(h)));
+    return tf.add(this.skip ? this.skip.apply(x) : x, h);
+  }
+}
+
+/** GroupNorm → multi-head attention over [context tokens…, pixels…] → residual. */
+class AttentionBlock {
+  readonly norm: GroupNorm;
+  readonly attn: Attention;
+
+  constructor(ps: ParamStore, ch: number, heads: number, groups: number, contextDim: number | undefined) {
+    this.norm = new GroupNorm(ps.scope('norm'), ch, groups);
+    // Output projection starts at zero so the block starts as the identity (improved DDPM's zero_module).
+    this.attn = new Attention(ps, ch, heads, { contextDim, projStd: 0 });
+  }
+
+  apply(x: tf.Tensor4D, context: tf.Tensor3D | undefined): tf.Tensor4D {
+    const [b, h, w, c] = x.shape;
+    const tokens = tf.reshape(this.norm.apply(x), [b, h * w, c]) as tf.Tensor3D;
+    return tf.add(x, tf.reshape(this.attn.apply(tokens, { context }), [b, h, w, c]));
+  }
+}
+
+/** One UNet layer: a residual block, optionally followed by attention. */
+interface Layer {
+  res: ResBlock;
+  attn?: AttentionBlock;
+}
+
+/** The conditioning that stays fixed over all sampling steps: computed once per batch. */
+type Conditioning = {
+  /** [B, E] added to the timestep embedding. */
+  embAdd: tf.Tensor2D;
+  /** [B, L, contextDim] tokens every attention layer attends to; undefined when there are none. */
+  context?: tf.Tensor3D;
+};
+
+export class Decoder {
+  readonly config: DecoderConfig;
+  readonly schedule: NoiseSchedule;
+  private readonly ps: ParamStore;
+  private readonly embDim: number;
+  private readonly timeIn: Linear;
+  private readonly timeOut: Linear;
+  private readonly imageEmbProj: Linear;
+  private readonly nullImageEmb: tf.Variable;
+  private readonly clipTokenProj?: Linear;
+  private readonly tokenEmb?: Embedding;
+  private readonly tokenPos?: PositionalEmbedding;
+  private readonly text?: Transformer;
+  private readonly textNorm?: LayerNorm;
+  private readonly nullCaption?: tf.Variable;
+  private readonly inConv: Conv;
+  private readonly down: { layers: Layer[]; downsample?: Conv }[] = [];
+  private readonly mid: { res1: ResBlock; attn: AttentionBlock; res2: ResBlock };
+  private readonly up: { layers: Layer[]; upsample?: Conv }[] = [];
+  private readonly outNorm: GroupNorm;
+  private readonly outConv: Conv;
+
+  constructor(config: Partial<DecoderConfig> | DecoderConfig, seed: number) {
+    const cfg = (this.config = DecoderConfig.parse(config));
+    const levels = cfg.channelMults.length;
+    if (cfg.imageSize % 2 ** (levels - 1) !== 0) {
+      throw new Error(`decoder imageSize ${cfg.imageSize} is not divisible by 2^${levels - 1} (one halving per level after the first)`);
+    }
+    this.schedule = makeSchedule(cfg.schedule, cfg.timesteps);
+    const ps = (this.ps = new ParamStore(seed));
+    const ch = cfg.channels;
+    const E = (this.embDim = 4 * ch);
+    const hasContext = cfg.clipTokens > 0 || cfg.captionContext;
+    const contextDim = hasContext ? cfg.contextDim : undefined;
+
+    // Timestep and CLIP-embedding conditioning.
+    this.timeIn = new Linear(ps.scope('time.in'), ch, E, { std: 1 / Math.sqrt(ch) });
+    this.timeOut = new Linear(ps.scope('time.out'), E, E, { std: 1 / Math.sqrt(E) });
+    this.imageEmbProj = new Linear(ps.scope('clip.emb'), cfg.embedDim, E, { std: 1 / Math.sqrt(cfg.embedDim) });
+    this.nullImageEmb = ps.normal('clip.null', [cfg.embedDim], 1 / Math.sqrt(cfg.embedDim));
+    if (cfg.clipTokens > 0) this.clipTokenProj = new Linear(ps.scope('clip.tokens'), cfg.embedDim, cfg.clipTokens * cfg.contextDim, { std: 1 / Math.sqrt(cfg.embedDim) });
+    if (cfg.captionContext) {
+      this.tokenEmb = new Embedding(ps.scope('text.tokens'), VOCAB_SIZE, cfg.contextDim);
+      this.tokenPos = new PositionalEmbedding(ps.scope('text.pos'), cfg.contextLength, cfg.contextDim);
+      this.text = new Transformer(ps.scope('text'), { width: cfg.contextDim, layers: cfg.textLayers, heads: cfg.textHeads });
+      this.textNorm = new LayerNorm(ps.scope('text.norm'), cfg.contextDim);
+      this.nullCaption = ps.normal('text.null', [cfg.contextLength, cfg.contextDim], 0.02);
+    }
+
+    // UNet: down path (skips after the input conv, every layer and every downsample), middle, up path.
+    this.inConv = new Conv(ps.scope('in'), 3, ch);
+    const skips = [ch];
+    let cur = ch;
+    const lowest = levels - 1;
+    const layer = (lps: ParamStore, inCh: number, outCh: number, attention: boolean): Layer => ({
+      res: new ResBlock(lps.scope('res'), inCh, outCh, E, cfg.groups),
+      attn: attention ? new AttentionBlock(lps.scope('attn'), outCh, cfg.attentionHeads, cfg.groups, contextDim) : undefined,
+    });
+    for (let level = 0; level < levels; level++) {
+      const lps = ps.scope('down').scope(level);
+      const outCh = ch * cfg.channelMults[level];
+      const layers: Layer[] = [];
+      for (let i = 0; i < cfg.resBlocks; i++) {
+        layers.push(layer(lps.scope(i), cur, outCh, level === lowest));
+        cur = outCh;
+        skips.push(cur);
+      }
+      const downsample = level < lowest ? new Conv(lps.scope('downsample'), cur, cur, 3, 2) : undefined;
+      if (downsample) skips.push(cur);
+      this.down.push({ layers, downsample });
+    }
+    this.mid = {
+      res1: new ResBlock(ps.scope('mid.res1'), cur, cur, E, cfg.groups),
+      attn: new AttentionBlock(ps.scope('mid.attn'), cur, cfg.attentionHeads, cfg.groups, contextDim),
+      res2: new ResBlock(ps.scope('mid.res2'), cur, cur, E, cfg.groups),
+    };
+    for (let level = lowest; level >= 0; level--) {
+      const lps = ps.scope('up').scope(level);
+      const outCh = ch * cfg.channelMults[level];
+      const layers: Layer[] = [];
+      for (let i = 0; i <= cfg.resBlocks; i++) {
+        layers.push(layer(lps.scope(i), cur + skips.pop()!, outCh, level === lowest));
+        cur = outCh;
+      }
+      const upsample = level > 0 ? new Conv(lps.scope('upsample'), cur, cur) : undefined;
+      this.up.push({ layers, upsample });
+    }
+    this.outNorm = new GroupNorm(ps.scope('out.norm'), cur, cfg.groups);
+    this.outConv = new Conv(ps.scope('out.conv'), cur, 3, 3, 1, true);
+  }
+
+  params(): Map<string, tf.Variable> {
+    return this.ps.vars;
+  }
+
+  /**
+   * Conditioning for a batch: `keepImage`/`keepCaption` hold 1 (use it) or 0 (replace by the learned null)
+   * per example.
+   */
+  private condition(imageEmb: tf.Tensor2D, tokens: tf.Tensor2D | undefined, keepImage: Float32Array, keepCaption: Float32Array): Conditioning {
+    const cfg = this.config;
+    const b = imageEmb.shape[0];
+    if (imageEmb.shape[1] !== cfg.embedDim) throw new Error(`decoder got image embeddings of width ${imageEmb.shape[1]}, config embedDim is ${cfg.embedDim}`);
+    const keepImg = tf.tensor2d(keepImage, [b, 1]);
+    const emb = tf.add(tf.mul(imageEmb, keepImg), tf.mul(tf.sub(1, keepImg), this.nullImageEmb)) as tf.Tensor2D; // [B, D]
+    const embAdd = this.imageEmbProj.apply(emb);
+    const parts: tf.Tensor3D[] = [];
+    if (this.clipTokenProj) parts.push(tf.reshape(this.clipTokenProj.apply(emb), [b, cfg.clipTokens, cfg.contextDim]));
+    if (this.nullCaption) {
+      const nullCaption = tf.broadcastTo(this.nullCaption, [b, cfg.contextLength, cfg.contextDim]) as tf.Tensor3D;
+      if (tokens) {
+        if (tokens.shape[0] !== b || tokens.shape[1] !== cfg.contextLength) {
+          throw new Error(`decoder got caption tokens of shape [${tokens.shape}], expected [${b}, ${cfg.contextLength}] (config contextLength)`);
+        }
+        const x = this.tokenPos!.apply(this.tokenEmb!.apply(tokens));
+        const encoded = this.textNorm!.apply(this.text!.apply(x, { causal: true }));
+        const keepCap = tf.tensor3d(keepCaption, [b, 1, 1]);
+        parts.push(tf.add(tf.mul(encoded, keepCap), tf.mul(tf.sub(1, keepCap), nullCaption)));
+      } else {
+        parts.push(nullCaption);
+      }
+    }
+    const context = parts.length === 0 ? undefined : parts.length === 1 ? parts[0] : (tf.concat(parts, 1) as tf.Tensor3D);
+    return { embAdd, context };
+  }
+
+  /**
+   * Predicted noise [B, H, W, 3] for noised images x at timesteps t (one per example), fully conditioned
+   * (no dropout). For inspection and tests; training and sampling call the UNet through loss() and sample().
+   */
+  predictNoise(x: tf.Tensor4D, t: ArrayLike<number>, cond: { imageEmb: tf.Tensor2D; tokens?: tf.Tensor2D }): tf.Tensor4D {
+    return tf.tidy(() => {
+      const ones = new Float32Array(x.shape[0]).fill(1);
+      return this.unet(x, t, this.condition(cond.imageEmb, cond.tokens, ones, ones));
+    });
+  }
+
+  /** The UNet proper: predicted noise [B, H, W, 3] for noised images x at timesteps t. */
+  private unet(x: tf.Tensor4D, t: ArrayLike<number>, cond: Conditioning): tf.Tensor4D {
+    const temb = timestepEmbedding(tf.tensor1d(Float32Array.from(t)), this.config.channels);
+    const emb = tf.add(this.timeOut.apply(silu(this.timeIn.apply(temb))), cond.embAdd) as tf.Tensor2D;
+    let h = this.inConv.apply(x);
+    const skips = [h];
+    const run = (layer: Layer, input: tf.Tensor4D) => {
+      const out = layer.res.apply(input, emb);
+      return layer.attn ? layer.attn.apply(out, cond.context) : out;
+    };
+    for (const { layers, downsample } of this.down) {
+      for (const layer of layers) skips.push((h = run(layer, h)));
+      if (downsample) skips.push((h = downsample.apply(h)));
+    }
+    h = this.mid.res2.apply(this.mid.attn.apply(this.mid.res1.apply(h, emb), cond.context), emb);
+    for (const { layers, upsample } of this.up) {
+      for (const layer of layers) h = run(layer, tf.concat([h, skips.pop()!], 3));
+      if (upsample) h = upsample.apply(upsampleNearest2x(h));
+    }
+    return this.outConv.apply(silu(this.outNorm.apply(h)));
+  }
+
+  /** Which examples keep their CLIP embedding and caption in a training batch drawn from `seed`. */
+  trainingMasks(batch: number, seed: number): { t: Int32Array; keepImage: Float32Array; keepCaption: Float32Array; noiseSeed: number } {
+    const rng = new Rng(seed);
+    const t = Int32Array.from({ length: batch }, () => rng.int(this.config.timesteps));
+    const keepImage = keepMask(batch, this.config.imageEmbDrop, () => rng.float());
+    const keepCaption = keepMask(batch, this.config.captionDrop, () => rng.float());
+    return { t, keepImage, keepCaption, noiseSeed: rng.seed() };
+  }
+
+  /** Mean squared error between the true and predicted noise, at random timesteps, with conditioning dropout. */
+  loss(batch: DecoderBatch, seed: number): tf.Scalar {
+    const { images, imageEmb, tokens } = batch;
+    const [b, h, w, c] = images.shape;
+    const size = this.config.imageSize;
+    if (h !== size || w !== size || c !== 3) throw new Error(`decoder got images of shape [${images.shape}], expected [B, ${size}, ${size}, 3] (config imageSize)`);
+    const { t, keepImage, keepCaption, noiseSeed } = this.trainingMasks(b, seed);
+    return tf.tidy(() => {
+      const noise = tf.randomNormal(images.shape, 0, 1, 'float32', noiseSeed);
+      const xt = qSample(images, noise, Array.from(t, (ti) => alphaBar(this.schedule, ti))) as tf.Tensor4D;
+      const pred = this.unet(xt, t, this.condition(imageEmb, tokens, keepImage, keepCaption));
+      return tf.mean(tf.square(tf.sub(pred, noise))) as tf.Scalar;
+    });
+  }
+
+  /** Noise prediction for sampling: conditional, unconditional, or guided (both in one doubled batch). */
+  private guidedNoise(x: tf.Tensor4D, t: number, cond: Conditioning, guidance: number): tf.Tensor4D {
+    const b = x.shape[0];
+    const batchT = new Array<number>(cond.embAdd.shape[0]).fill(t);
+    if (cond.embAdd.shape[0] === b) return this.unet(x, batchT, cond);
+    const [epsCond, epsUncond] = tf.split(this.unet(tf.concat([x, x], 0), batchT, cond), 2, 0) as tf.Tensor4D[];
+    return classifierFreeGuidance(epsCond, epsUncond, guidance) as tf.Tensor4D;
+  }
+
+  /**
+   * Images [B, H, W, 3] in [-1, 1] for CLIP image embeddings (and captions), by DDPM (ancestral, on a respaced
+   * subsequence of `steps` timesteps) or DDIM (η from options, default 0). Predicted x0 is clipped to [-1, 1]
+   * at every step.
+   */
+  sample(cond: { imageEmb: tf.Tensor2D; tokens?: tf.Tensor2D }, opts: DecoderSampleOptions): tf.Tensor4D {
+    const { steps, guidance, seed, sampler } = opts;
+    const eta = opts.eta ?? 0;
+    const b = cond.imageEmb.shape[0];
+    const size = this.config.imageSize;
+    const ts = samplingTimesteps(this.config.timesteps, steps);
+    const rng = new Rng(seed);
+    const guided = guidance !== 1;
+    // Guidance runs [conditional; unconditional] as one batch of 2B; the conditioning is computed once.
+    const conditioning = tf.tidy(() => {
+      const ones = new Float32Array(b).fill(1);
+      const keepCaption = cond.tokens ? ones : new Float32Array(b);
+      if (!guided) return this.condition(cond.imageEmb, cond.tokens, ones, keepCaption);
+      const imageEmb = tf.concat([cond.imageEmb, cond.imageEmb], 0) as tf.Tensor2D;
+      const tokens = cond.tokens ? (tf.concat([cond.tokens, cond.tokens], 0) as tf.Tensor2D) : undefined;
+      const keep = (a: Float32Array) => Float32Array.from([...a, ...new Float32Array(b)]);
+      return this.condition(imageEmb, tokens, keep(ones), keep(keepCaption));
+    });
+    let x = tf.randomNormal([b, size, size, 3], 0, 1, 'float32', rng.seed()) as tf.Tensor4D;
+    for (let i = 0; i < ts.length; i++) {
+      const abarT = alphaBar(this.schedule, ts[i]);
+      const abarPrev = alphaBar(this.schedule, i + 1 < ts.length ? ts[i + 1] : -1);
+      const noiseSeed = rng.seed();
+      const next = tf.tidy(() => {
+        const eps = this.guidedNoise(x, ts[i], conditioning, guidance);
+        const x0 = tf.clipByValue(x0FromEps(x, eps, abarT), -1, 1);
+        const noise = () => tf.randomNormal(x.shape, 0, 1, 'float32', noiseSeed);
+        if (sampler === 'ddpm') return ddpmStep(x, x0, abarT, abarPrev, noise());
+        const sigma = ddimSigma(abarT, abarPrev, eta);
+        return ddimStep(x0, epsFromX0(x, x0, abarT), abarPrev, sigma, sigma > 0 ? noise() : undefined);
+      }) as tf.Tensor4D;
+      x.dispose();
+      x = next;
+    }
+    tf.dispose([conditioning.embAdd, conditioning.context]);
+    const out = tf.clipByValue(x, -1, 1);
+    x.dispose();
+    return out;
+  }
+}

@@ -1,0 +1,199 @@
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../../src/model/backend.ts';
+import { Decoder, DecoderConfig, upsampleNearest2x } from '../../src/model/unet.ts';
+import { tokenize } from '../../src/model/tokenizer.ts';
+
+before(async () => {
+  await initBackend();
+});
+
+/** A decoder small enough to train for a few steps in a test. */
+const TINY: Partial<DecoderConfig> = {
+  imageSize: 16,
+  channels: 8,
+  channelMults: [1, 2],
+  groups: 4,
+  attentionHeads: 2,
+  embedDim: 8,
+  contextDim: 8,
+  contextLength: 8,
+  textHeads: 2,
+};
+
+const dispose = (d: Decoder) => tf.dispose([...d.params().values()]);
+const maxAbsDiff = (a: tf.Tensor, b: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0]);
+
+/** Zero-initialised output layers make a fresh UNet predict 0 for everything; give every weight some signal. */
+function randomize(d: Decoder, seed: number): void {
+  let i = 0;
+  for (const v of d.params().values()) v.assign(tf.tidy(() => tf.add(v, tf.randomNormal(v.shape, 0, 0.2, 'float32', seed + i++))));
+}
+
+/** Four 16×16 images: a red, green, blue or yellow square on white. Embedding = one-hot of the colour. */
+function colouredSquares() {
+  const colours = [[1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, 1, -1]];
+  const pixels = new Float32Array(4 * 16 * 16 * 3).fill(1);
+  for (let b = 0; b < 4; b++) {
+    for (let y = 3; y < 13; y++) for (let x = 3; x < 13; x++) for (let c = 0; c < 3; c++) pixels[((b * 16 + y) * 16 + x) * 3 + c] = colours[b][c];
+  }
+  const emb = new Float32Array(4 * 8);
+  for (let b = 0; b < 4; b++) emb[b * 8 + b] = 1;
+  return {
+    images: tf.tensor4d(pixels, [4, 16, 16, 3]),
+    imageEmb: tf.tensor2d(emb, [4, 8]),
+    tokens: tokenize(['red', 'green', 'blue', 'yellow'], 8),
+  };
+}
+
+test('2× nearest upsampling repeats every pixel, and its gradient sums the four copies, for batch > 1', () => {
+  tf.tidy(() => {
+    const x = tf.tensor4d(Float32Array.from({ length: 2 * 2 * 3 * 2 }, (_, i) => i), [2, 2, 3, 2]);
+    const up = upsampleNearest2x(x);
+    assert.deepEqual(up.shape, [2, 4, 6, 2]);
+    const u = up.arraySync() as number[][][][];
+    const v = x.arraySync() as number[][][][];
+    for (let b = 0; b < 2; b++) for (let y = 0; y < 4; y++) for (let xx = 0; xx < 6; xx++) assert.deepEqual(u[b][y][xx], v[b][y >> 1][xx >> 1]);
+    const weights = tf.randomNormal([2, 4, 6, 2], 0, 1, 'float32', 1);
+    const grad = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(upsampleNearest2x(t as tf.Tensor4D), weights)))(x);
+    // d/dx of Σ w·up(x): each input pixel collects the weights of its 2×2 block.
+    const expected = tf.tidy(() => {
+      const w = weights.arraySync() as number[][][][];
+      const out = new Float32Array(2 * 2 * 3 * 2);
+      for (let b = 0; b < 2; b++) for (let y = 0; y < 4; y++) for (let xx = 0; xx < 6; xx++) for (let c = 0; c < 2; c++) out[((b * 2 + (y >> 1)) * 3 + (xx >> 1)) * 2 + c] += w[b][y][xx][c];
+      return tf.tensor4d(out, [2, 2, 3, 2]);
+    });
+    assert.ok(maxAbsDiff(grad, expected) < 1e-5);
+  });
+});
+
+test('config errors name the field: channels not divisible by groups, image size not divisible by the levels', () => {
+  assert.throws(() => new Decoder({ ...TINY, groups: 3 }, 1), /not divisible by 3 groups \(decoder config 'groups'\)/);
+  assert.throws(() => new Decoder({ ...TINY, imageSize: 18, channelMults: [1, 2, 2] }, 1), /imageSize 18 is not divisible by 2\^2/);
+  assert.throws(() => DecoderConfig.parse({ captionDrop: 2 }), /captionDrop/);
+});
+
+test('parameter names are ordered and stable; the same seed gives the same weights, another seed others', () => {
+  const a = new Decoder(TINY, 7);
+  const b = new Decoder(TINY, 7);
+  const c = new Decoder(TINY, 8);
+  const names = [...a.params().keys()];
+  assert.deepEqual([...b.params().keys()], names);
+  assert.equal(names[0], 'time.in.w');
+  assert.ok(names.includes('down.1.0.attn.qkv.w') && names.includes('mid.attn.contextKv.w') && names.includes('up.0.1.res.conv2.w'));
+  assert.equal(names.at(-1), 'out.conv.b');
+  for (const name of names) {
+    assert.deepEqual(a.params().get(name)!.dataSync(), b.params().get(name)!.dataSync(), name);
+  }
+  assert.notDeepEqual(a.params().get('down.0.0.res.conv1.w')!.dataSync(), c.params().get('down.0.0.res.conv1.w')!.dataSync());
+  // Without caption context there are no text parameters, and nothing else moves.
+  const noText = new Decoder({ ...TINY, captionContext: false }, 7);
+  assert.ok(![...noText.params().keys()].some((n) => n.startsWith('text.')));
+  [a, b, c, noText].forEach(dispose);
+});
+
+test('the predicted noise has the image’s shape, and the CLIP embedding and the caption both change it', () => {
+  const d = new Decoder(TINY, 3);
+  randomize(d, 100);
+  tf.tidy(() => {
+    const { images, imageEmb, tokens } = colouredSquares();
+    const t = [10, 400, 700, 999];
+    const base = d.predictNoise(images, t, { imageEmb, tokens });
+    assert.deepEqual(base.shape, [4, 16, 16, 3]);
+    const zeroEmb = d.predictNoise(images, t, { imageEmb: tf.zerosLike(imageEmb), tokens });
+    const otherCaption = d.predictNoise(images, t, { imageEmb, tokens: tokenize(['a', 'b', 'c', 'd'], 8) });
+    const noCaption = d.predictNoise(images, t, { imageEmb });
+    assert.ok(maxAbsDiff(base, zeroEmb) > 1e-3, 'CLIP embedding ignored');
+    assert.ok(maxAbsDiff(base, otherCaption) > 1e-3, 'caption ignored');
+    assert.ok(maxAbsDiff(base, noCaption) > 1e-3, 'dropping the caption changed nothing');
+    // The timestep matters too.
+    assert.ok(maxAbsDiff(base, d.predictNoise(images, [999, 10, 400, 700], { imageEmb, tokens })) > 1e-3);
+  });
+  dispose(d);
+});
+
+test('conditioning dropout masks follow the seed and drop about 10% of CLIP embeddings and 50% of captions', () => {
+  const d = new Decoder(TINY, 1);
+  const a = d.trainingMasks(2000, 5);
+  assert.deepEqual(a, d.trainingMasks(2000, 5));
+  assert.notDeepEqual(a.keepImage, d.trainingMasks(2000, 6).keepImage);
+  const dropped = (m: Float32Array) => m.reduce((n, v) => n + (v === 0 ? 1 : 0), 0) / m.length;
+  assert.ok(Math.abs(dropped(a.keepImage) - 0.1) < 0.03, `image drop ${dropped(a.keepImage)}`);
+  assert.ok(Math.abs(dropped(a.keepCaption) - 0.5) < 0.05, `caption drop ${dropped(a.keepCaption)}`);
+  assert.ok(a.t.every((t) => t >= 0 && t < 1000));
+  dispose(d);
+});
+
+test('the loss is a finite scalar, the same for the same seed; a bad image size is refused', () => {
+  const d = new Decoder(TINY, 1);
+  tf.tidy(() => {
+    const batch = colouredSquares();
+    const l1 = d.loss(batch, 11);
+    assert.equal(l1.rank, 0);
+    assert.ok(Number.isFinite(l1.dataSync()[0]));
+    assert.equal(d.loss(batch, 11).dataSync()[0], l1.dataSync()[0]);
+    assert.notEqual(d.loss(batch, 12).dataSync()[0], l1.dataSync()[0]);
+    assert.throws(() => d.loss({ ...batch, images: tf.zeros([4, 8, 8, 3]) as tf.Tensor4D }, 1), /expected \[B, 16, 16, 3\] \(config imageSize\)/);
+    assert.throws(() => d.loss({ ...batch, imageEmb: tf.zeros([4, 5]) as tf.Tensor2D }, 1), /width 5, config embedDim is 8/);
+  });
+  dispose(d);
+});
+
+test('a tiny decoder trained on coloured squares reduces its loss clearly, with no tensor leaks', () => {
+  const d = new Decoder(TINY, 2);
+  const batch = colouredSquares();
+  const vars = [...d.params().values()];
+  // Loss averaged over fixed seeds (timesteps and noise), so before/after compare like with like.
+  const evalLoss = () => tf.tidy(() => [0, 1, 2, 3, 4, 5].reduce((s, k) => s + d.loss(batch, 1000 + k).dataSync()[0], 0) / 6);
+  const before = evalLoss();
+  const opt = tf.train.adam(3e-3);
+  const counts: number[] = [];
+  for (let step = 0; step < 25; step++) {
+    opt.minimize(() => d.loss(batch, step), false, vars)?.dispose();
+    counts.push(tf.memory().numTensors);
+  }
+  const after = evalLoss();
+  assert.ok(after < 0.6 * before, `loss ${before.toFixed(3)} → ${after.toFixed(3)}`);
+  assert.equal(new Set(counts.slice(1)).size, 1, `numTensors drifted: ${counts.join(',')}`);
+  opt.dispose();
+  tf.dispose(Object.values(batch));
+  dispose(d);
+});
+
+for (const sampler of ['ddpm', 'ddim'] as const) {
+  test(`${sampler} sampling: images in [-1,1] of the configured size, bit-reproducible for a seed, no tensor leaks`, () => {
+    const d = new Decoder(TINY, 4);
+    randomize(d, 200);
+    const { images, imageEmb, tokens } = colouredSquares();
+    const opts = { steps: 4, guidance: 3, seed: 9, sampler };
+    const before = tf.memory().numTensors;
+    const a = d.sample({ imageEmb, tokens }, opts);
+    assert.equal(tf.memory().numTensors, before + 1, 'sampling leaked tensors');
+    const b = d.sample({ imageEmb, tokens }, opts);
+    const c = d.sample({ imageEmb, tokens }, { ...opts, seed: 10 });
+    assert.deepEqual(a.shape, [4, 16, 16, 3]);
+    const values = a.dataSync();
+    assert.ok(values.every((v) => v >= -1 && v <= 1));
+    assert.deepEqual(values, b.dataSync());
+    assert.notDeepEqual(values, c.dataSync());
+    tf.dispose([a, b, c, images, imageEmb, tokens]);
+    dispose(d);
+  });
+}
+
+test('guidance 0 is the unconditional model: the CLIP embedding and caption no longer matter', () => {
+  const d = new Decoder(TINY, 5);
+  randomize(d, 300);
+  tf.tidy(() => {
+    const { imageEmb, tokens } = colouredSquares();
+    const opts = { steps: 3, seed: 4, sampler: 'ddim' as const };
+    const uncondA = d.sample({ imageEmb, tokens }, { ...opts, guidance: 0 });
+    const uncondB = d.sample({ imageEmb: tf.reverse(imageEmb, 0) as tf.Tensor2D }, { ...opts, guidance: 0 });
+    assert.ok(maxAbsDiff(uncondA, uncondB) < 1e-5);
+    const condA = d.sample({ imageEmb, tokens }, { ...opts, guidance: 1 });
+    const guided = d.sample({ imageEmb, tokens }, { ...opts, guidance: 3 });
+    assert.ok(maxAbsDiff(condA, uncondA) > 1e-3 && maxAbsDiff(guided, condA) > 1e-3);
+  });
+  dispose(d);
+});
