@@ -5,6 +5,7 @@ import { register } from 'node:module';
 import * as tf from '@tensorflow/tfjs-core';
 import { logger } from '../util/log.ts';
 import { useEaselKernels } from './kernels/index.ts';
+import { useBatchMatMulGrad } from './kernels/batch-matmul-grad.ts';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 const ORDER: BackendName[] = ['tensorflow', 'wasm', 'cpu'];
@@ -64,6 +65,7 @@ export function initBackend(preferred?: BackendName): Promise<BackendName> {
       if (await load(name)) {
         await tf.ready();
         await registerGradients();
+        useBatchMatMulGrad();
         const kernels = useEaselKernels(name);
         log.info(`tfjs backend: ${name}`, kernels.length ? { easelKernels: kernels.join(',') } : undefined);
         return name;

@@ -1,5 +1,5 @@
 // easel's replacement kernels, per backend: each entry names the stock tfjs kernel it replaces (or adds) and why.
-// registerEaselKernels is called by initBackend once the backend has loaded; the tensorflow (libtensorflow) backend
+// useEaselKernels is called by initBackend once the backend has loaded; the tensorflow (libtensorflow) backend
 // needs none and runs unchanged.
 import { replaceKernel, type Replacement } from './replace.ts';
 import { batchMatMul } from './batch-matmul.ts';
