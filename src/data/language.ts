@@ -22,7 +22,7 @@ export const DETECTION_RULE = 'ELD = en and (fastText or CLD3 = en)';
 
 /** Old or alternative codes some detectors use → the ISO 639-1 code the others use. */
 const CANONICAL: Record<string, string> = { iw: 'he', in: 'id', ji: 'yi', jw: 'jv', nb: 'no' };
-const canonical = (code: string) => CANONICAL[code] ?? code;
+const canonical = (code: string) => CANONICAL[code.toLowerCase()] ?? code.toLowerCase();
 
 interface Vote { lang: string; p: number }
 
