@@ -1,10 +1,7 @@
 // `easel filter --in <url> --out <url> […]`: keeps the samples DALL·E would train on and reports, in
 // <out>/stats.json, how many were dropped for each reason. See docs/filter.md.
 import { FilterConfig } from '../data/filter/config.ts';
-import { filterDataset, STATS_KEY } from '../data/filter/run.ts';
-import { progressDisplay } from '../data/filter/progress.ts';
 import { DROP_REASONS } from '../data/filter/reasons.ts';
-import { loadLanguageDetector } from '../data/language.ts';
 import { openStore } from '../data/store/index.ts';
 import { logger } from '../util/log.ts';
 import { parseFlags, UsageError, validate } from './args.ts';
@@ -60,6 +57,12 @@ export async function run(argv: string[]): Promise<number> {
   for (const [flag, field] of Object.entries(numberFlags)) if (flags[flag] !== undefined) raw[field] = Number(flags[flag]);
   const config = validate(FilterConfig, raw, 'filter settings');
 
+  // Loaded only now, so --help and argument errors answer without loading sharp and the language models.
+  const [{ filterDataset, STATS_KEY }, { progressDisplay }, { loadLanguageDetector }] = await Promise.all([
+    import('../data/filter/run.ts'),
+    import('../data/filter/progress.ts'),
+    import('../data/language.ts'),
+  ]);
   const [input, output, language] = await Promise.all([openStore(flags.in), openStore(flags.out), loadLanguageDetector()]);
   const display = progressDisplay(process.stderr, log);
   try {
