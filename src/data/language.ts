@@ -18,13 +18,14 @@ export interface LanguageDetector {
 export const UNDETERMINED = 'und';
 
 /** The decision rule this module implements, by the name bench/langid.ts measures it under. */
-export const DETECTION_RULE = 'ELD = en and (fastText or CLD3 = en)';
+export const DETECTION_RULE = 'ELD = en and (fastText p(en) ≥ t or CLD3 = en)';
+
+/** fastText confirms ELD's answer when it gives that language at least this probability (picked on the tune half). */
+export const FASTTEXT_CONFIRMS = 0.05;
 
 /** Old or alternative codes some detectors use → the ISO 639-1 code the others use. */
 const CANONICAL: Record<string, string> = { iw: 'he', in: 'id', ji: 'yi', jw: 'jv', nb: 'no' };
 const canonical = (code: string) => CANONICAL[code.toLowerCase()] ?? code.toLowerCase();
-
-interface Vote { lang: string; p: number }
 
 interface FastTextPrediction {
   size(): number;
@@ -39,8 +40,8 @@ interface Cld3Identifier {
 }
 
 /**
- * ELD names the language; fastText lid.176 or, failing that, CLD3 must confirm it. The confidence is the probability
- * the confirming model gave. Unconfirmed → 'und'. `is` stops after ELD when ELD names another language, so the
+ * ELD names the language; fastText lid.176 (giving it probability ≥ FASTTEXT_CONFIRMS) or, failing that, CLD3 (naming
+ * it first) must confirm it. The confidence is the probability the confirming model gave. Unconfirmed → 'und'. `is` stops after ELD when ELD names another language, so the
  * common case of filtering (a caption that is clearly not English) costs one detector.
  */
 export class ConfirmedDetector implements LanguageDetector {
@@ -65,19 +66,22 @@ export class ConfirmedDetector implements LanguageDetector {
   }
 
   private confirm(line: string, lang: string): { lang: string; confidence: number } {
-    const byFastText = this.fastTextVote(line);
-    if (byFastText.lang === lang) return { lang, confidence: byFastText.p };
+    const p = this.fastTextProbability(line, lang);
+    if (p >= FASTTEXT_CONFIRMS) return { lang, confidence: p };
     const r = this.cld3.findLanguage(line);
     if (canonical(String(r.language)) === lang) return { lang, confidence: r.probability };
     return { lang: UNDETERMINED, confidence: 0 };
   }
 
-  private fastTextVote(line: string): Vote {
-    const v = this.fastText.predict(line, 1, 0);
+  /** fastText's probability for `lang` (0 when below FASTTEXT_CONFIRMS: only those labels are returned). */
+  private fastTextProbability(line: string, lang: string): number {
+    const v = this.fastText.predict(line, -1, FASTTEXT_CONFIRMS);
     try {
-      if (v.size() === 0) return { lang: UNDETERMINED, p: 0 };
-      const [p, label] = v.get(0);
-      return { lang: canonical(label.replace('__label__', '')), p };
+      for (let i = 0; i < v.size(); i++) {
+        const [p, label] = v.get(i);
+        if (canonical(label.replace('__label__', '')) === lang) return p;
+      }
+      return 0;
     } finally {
       v.delete?.(); // embind vectors live on the wasm heap until deleted
     }
