@@ -64,18 +64,21 @@ export class Clip {
     this.store = new ParamStore(seed);
     const v = this.store.scope('visual');
     const patches = (c.imageSize / c.patchSize) ** 2;
-    this.patchEmbed = new Linear(v.scope('patch'), c.patchSize * c.patchSize * 3, c.width);
+    // As in CLIP's ViT: patch projection at fan-in scale, class token and positions at width^-0.5 — large enough
+    // that where a patch sits is visible from the first step (0.01 left a tiny model blind to left vs right).
+    const patchDim = c.patchSize * c.patchSize * 3;
+    this.patchEmbed = new Linear(v.scope('patch'), patchDim, c.width, { std: patchDim ** -0.5 });
     this.classToken = v.normal('classToken', [c.width], c.width ** -0.5);
-    this.imagePos = new PositionalEmbedding(v.scope('pos'), patches + 1, c.width);
+    this.imagePos = new PositionalEmbedding(v.scope('pos'), patches + 1, c.width, c.width ** -0.5);
     this.lnPre = new LayerNorm(v.scope('lnPre'), c.width);
-    this.visual = new Transformer(v, { width: c.width, layers: c.layers, heads: c.heads });
+    this.visual = new Transformer(v, { width: c.width, layers: c.layers, heads: c.heads, std: c.width ** -0.5 });
     this.lnPost = new LayerNorm(v.scope('lnPost'), c.width);
     this.imageProj = new Linear(v.scope('proj'), c.width, c.embedDim, { bias: false, std: c.width ** -0.5 });
 
     const t = this.store.scope('text');
     this.tokenEmbed = new Embedding(t.scope('token'), VOCAB_SIZE, c.textWidth);
     this.textPos = new PositionalEmbedding(t.scope('pos'), c.contextLength, c.textWidth);
-    this.text = new Transformer(t, { width: c.textWidth, layers: c.textLayers, heads: c.textHeads });
+    this.text = new Transformer(t, { width: c.textWidth, layers: c.textLayers, heads: c.textHeads, std: c.textWidth ** -0.5 });
     this.lnFinal = new LayerNorm(t.scope('lnFinal'), c.textWidth);
     this.textProj = new Linear(t.scope('proj'), c.textWidth, c.embedDim, { bias: false, std: c.textWidth ** -0.5 });
 

@@ -185,12 +185,12 @@ export class Attention {
     ps: ParamStore,
     readonly width: number,
     readonly heads: number,
-    opts: { contextDim?: number; projStd?: number } = {},
+    opts: { contextDim?: number; std?: number; projStd?: number } = {},
   ) {
     if (width % heads !== 0) throw new Error(`attention width ${width} is not divisible by ${heads} heads`);
-    this.qkv = new Linear(ps.scope('qkv'), width, 3 * width);
+    this.qkv = new Linear(ps.scope('qkv'), width, 3 * width, { std: opts.std });
     this.proj = new Linear(ps.scope('proj'), width, width, { std: opts.projStd });
-    if (opts.contextDim) this.contextKv = new Linear(ps.scope('contextKv'), opts.contextDim, 2 * width);
+    if (opts.contextDim) this.contextKv = new Linear(ps.scope('contextKv'), opts.contextDim, 2 * width, { std: opts.std });
   }
 
   /** x: [B, T, C] → [B, T, C]. */
@@ -226,9 +226,9 @@ export class Mlp {
   readonly fc: Linear;
   readonly proj: Linear;
 
-  constructor(ps: ParamStore, width: number, opts: { hidden?: number; projStd?: number } = {}) {
+  constructor(ps: ParamStore, width: number, opts: { hidden?: number; std?: number; projStd?: number } = {}) {
     const hidden = opts.hidden ?? 4 * width;
-    this.fc = new Linear(ps.scope('fc'), width, hidden);
+    this.fc = new Linear(ps.scope('fc'), width, hidden, { std: opts.std });
     this.proj = new Linear(ps.scope('proj'), hidden, width, { std: opts.projStd });
   }
 
@@ -244,6 +244,11 @@ export interface TransformerOptions {
   heads: number;
   /** Width of extra context tokens every block's attention may take (AttentionInputs.context). */
   contextDim?: number;
+  /**
+   * Init std of the input-side weights (qkv, context kv, MLP fc); the residual-branch output projections get
+   * std/√(2·layers). Default 0.02 (GPT-2). Narrow models learn much faster from width^-0.5 (CLIP's choice).
+   */
+  std?: number;
 }
 
 /** Pre-LN transformer block: x + attn(ln1(x)), then x + mlp(ln2(x)). */
@@ -255,11 +260,12 @@ export class Block {
 
   constructor(ps: ParamStore, opts: TransformerOptions) {
     // GPT-2's init: residual-branch output projections scaled down by √(2·layers).
-    const projStd = 0.02 / Math.sqrt(2 * opts.layers);
+    const std = opts.std ?? 0.02;
+    const projStd = std / Math.sqrt(2 * opts.layers);
     this.ln1 = new LayerNorm(ps.scope('ln1'), opts.width);
-    this.attn = new Attention(ps.scope('attn'), opts.width, opts.heads, { contextDim: opts.contextDim, projStd });
+    this.attn = new Attention(ps.scope('attn'), opts.width, opts.heads, { contextDim: opts.contextDim, std, projStd });
     this.ln2 = new LayerNorm(ps.scope('ln2'), opts.width);
-    this.mlp = new Mlp(ps.scope('mlp'), opts.width, { projStd });
+    this.mlp = new Mlp(ps.scope('mlp'), opts.width, { std, projStd });
   }
 
   /** x: [B, T, C] → [B, T, C]. */
