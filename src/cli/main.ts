@@ -8,6 +8,7 @@ type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Pro
 const COMMANDS: Record<string, Command> = {
   data: { summary: 'write the synthetic shapes dataset (easel data synth)', load: () => import('./data.ts') },
   filter: { summary: 'keep the caption–image samples DALL·E would train on; count what was dropped and why', load: () => import('./filter.ts') },
+  train: { summary: 'train CLIP → prior → decoder in one process from a run file (--resume latest continues)', load: () => import('./train.ts') },
 };
 
 function usage(): string {

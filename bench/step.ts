@@ -1,0 +1,91 @@
+// `npm run bench -- step [run.yaml] [--reps N]`: time of one training step of each model (CLIP, prior, decoder)
+// as easel's loop runs it — trainStep (gradients → flat vector → reduce → rebuild → Adam) plus the EMA update —
+// against the bare tfjs step of the same model in the same process: optimizer.minimize(loss) on the same
+// batch. Both sides get the same device batch (images, tokens, frozen-CLIP embeddings), prepared once.
+// Steps alternate easel/bare so drift in machine load hits both alike; the median over reps is reported.
+// Last line: {"ratio": worst easel/bare over the three models, …}. Goal: ≤ 1.15.
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../src/model/backend.ts';
+import { loadRunConfig, stageBatchSize, STAGES, type StageName } from '../src/trainer/config.ts';
+import { buildModels, disposeModels, disposeStageBatch, stageLoss, stageParams, toStageBatch } from '../src/trainer/models.ts';
+import { Ema } from '../src/trainer/ema.ts';
+import { identityReduce, paramCount, trainStep } from '../src/trainer/step.ts';
+import { Rng } from '../src/util/rng.ts';
+
+const args = process.argv.slice(2);
+const repsFlag = args.indexOf('--reps');
+const reps = repsFlag >= 0 ? Number(args[repsFlag + 1]) : 8;
+const runFile = args.find((a, i) => !a.startsWith('--') && i !== repsFlag + 1) ?? 'examples/demo.yaml';
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function main() {
+  const config = await loadRunConfig(runFile);
+  const backend = await initBackend(config.backend === 'auto' ? undefined : config.backend);
+  const easelModels = buildModels(config);
+  const bareModels = buildModels(config);
+  const size = config.data.imageSize;
+  const result: Record<string, unknown> = { backend, run_file: runFile, reps };
+  let worst = 0;
+
+  for (const stage of STAGES) {
+    const batchSize = stageBatchSize(config, stage);
+    const rng = new Rng(7);
+    const host = {
+      images: Float32Array.from({ length: batchSize * size * size * 3 }, () => rng.float() * 2 - 1),
+      captions: Array.from({ length: batchSize }, (_, i) => `a ${['red', 'green', 'blue'][i % 3]} ${['circle', 'square', 'triangle'][i % 3]} on a white background`),
+    };
+    const batch = toStageBatch(easelModels, stage, host, size);
+    const params = stageParams(easelModels, stage);
+    const bareVars = [...stageParams(bareModels, stage).values()];
+    const { lr, beta1, beta2, epsilon, weightDecay } = config.stages[stage].optimizer;
+    const easelOpt = tf.train.adam(lr, beta1, beta2, epsilon);
+    const bareOpt = tf.train.adam(lr, beta1, beta2, epsilon);
+    const ema = stage === 'clip' ? undefined : new Ema(params);
+    const emaDecay = stage === 'clip' ? 0 : config.stages[stage as Exclude<StageName, 'clip'>].emaDecay;
+
+    const easelStep = async (i: number) => {
+      const t0 = performance.now();
+      await trainStep({ params, loss: () => stageLoss(easelModels, stage, batch, i), optimizer: easelOpt, reduce: identityReduce, learningRate: lr, weightDecay });
+      ema?.update(params, emaDecay, i);
+      params.values().next().value!.dataSync();
+      return performance.now() - t0;
+    };
+    const bareStep = (i: number) => {
+      const t0 = performance.now();
+      tf.dispose(bareOpt.minimize(() => stageLoss(bareModels, stage, batch, i), false, bareVars) ?? []);
+      bareVars[0].dataSync();
+      return performance.now() - t0;
+    };
+
+    for (let i = 0; i < 2; i++) {
+      await easelStep(i); // warm-up: kernels compiled, Adam moments created
+      bareStep(i);
+    }
+    const easelMs: number[] = [];
+    const bareMs: number[] = [];
+    for (let i = 2; i < reps + 2; i++) {
+      easelMs.push(await easelStep(i));
+      bareMs.push(bareStep(i));
+    }
+    const ratio = median(easelMs) / median(bareMs);
+    worst = Math.max(worst, ratio);
+    result[stage] = {
+      params: paramCount(params),
+      batch: batchSize,
+      easel_ms: +median(easelMs).toFixed(1),
+      bare_ms: +median(bareMs).toFixed(1),
+      ratio: +ratio.toFixed(3),
+    };
+    console.error(`${stage}: ${JSON.stringify(result[stage])}`);
+    disposeStageBatch(batch);
+    easelOpt.dispose();
+    bareOpt.dispose();
+    ema?.dispose();
+  }
+  disposeModels(easelModels);
+  disposeModels(bareModels);
+  console.log(JSON.stringify({ ratio: +worst.toFixed(3), ...result }));
+}
+
+await main();

@@ -1,0 +1,126 @@
+// The run file (`easel train --config run.yaml`): one zod schema for a whole training run — data, the three
+// stages with their optimisers, schedules and model configs, checkpoints. The YAML run file, the CLI and the
+// Kubernetes TrainingRun spec are all validated by it; every error names the field path.
+import { readFile } from 'node:fs/promises';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { validate, UsageError } from '../cli/args.ts';
+import { ClipConfig } from '../model/clip.ts';
+import { PriorConfig } from '../model/prior.ts';
+import { DecoderConfig } from '../model/unet.ts';
+
+export const STAGES = ['clip', 'prior', 'decoder'] as const;
+export type StageName = (typeof STAGES)[number];
+
+export const OptimizerConfig = z.strictObject({
+  lr: z.number().positive().default(1e-3).describe('peak Adam learning rate'),
+  beta1: z.number().min(0).lt(1).default(0.9).describe('Adam β1 (first-moment decay)'),
+  beta2: z.number().min(0).lt(1).default(0.999).describe('Adam β2 (second-moment decay)'),
+  epsilon: z.number().positive().default(1e-8).describe('Adam ε added to the denominator'),
+  weightDecay: z.number().min(0).default(0).describe('decoupled (AdamW) weight decay per unit learning rate, on matrices and kernels only'),
+});
+export type OptimizerConfig = z.infer<typeof OptimizerConfig>;
+
+export const ScheduleConfig = z.strictObject({
+  warmupSteps: z.number().int().min(0).default(20).describe('steps of linear warmup from 0 to lr'),
+  minLrRatio: z.number().min(0).max(1).default(0.1).describe('learning rate at the last step as a fraction of lr (cosine decay)'),
+});
+
+/** Fields every stage has; the model config (and the EMA decay, for diffusion stages) are added per stage. */
+function stageFields(steps: number, lr: number) {
+  return {
+    steps: z.number().int().min(0).default(steps).describe('optimiser steps in this stage (0 skips it)'),
+    batchSize: z.number().int().positive().optional().describe('examples per step in this stage (default: data.batchSize)'),
+    optimizer: OptimizerConfig.prefault({ lr }).describe('Adam settings'),
+    schedule: ScheduleConfig.prefault({}).describe('learning-rate schedule: warmup then cosine'),
+  };
+}
+
+const emaDecay = z.number().min(0).lt(1).default(0.995).describe('decay of the EMA weights used for sampling');
+
+export const RunConfig = z
+  .strictObject({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]*$/, 'lowercase letters, digits and dashes').default('run').describe('run name (used in logs, metrics and Kubernetes)'),
+    seed: z.number().int().min(0).max(0xffffffff).default(1).describe('base seed: model init, data order and every random draw derive from it'),
+    backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto').describe('tfjs backend; auto = fastest that loads (EASEL_BACKEND also overrides)'),
+    logEvery: z.number().int().positive().default(10).describe('log loss and samples/s every N steps'),
+    data: z
+      .strictObject({
+        train: z.string().min(1).default('./data/train').describe('store URL (file://, s3:// or path) holding the training shards (*.tar)'),
+        eval: z.string().min(1).optional().describe('store URL of held-out shards for `easel eval` (not read by training)'),
+        imageSize: z.number().int().min(8).default(32).describe('side of the square images fed to the models, in pixels'),
+        batchSize: z.number().int().positive().default(32).describe('examples per step, unless a stage overrides it'),
+        prefetch: z.number().int().min(0).default(2).describe('batches the loader prepares ahead of the trainer'),
+      })
+      .prefault({})
+      .describe('training data'),
+    stages: z
+      .strictObject({
+        clip: z
+          .strictObject({ ...stageFields(300, 1e-3), model: ClipConfig.strict().prefault({}).describe('CLIP architecture') })
+          .prefault({})
+          .describe('stage 1: CLIP (contrastive)'),
+        prior: z
+          .strictObject({ ...stageFields(300, 3e-4), emaDecay, model: PriorConfig.strict().prefault({}).describe('prior architecture') })
+          .prefault({})
+          .describe('stage 2: diffusion prior, against the frozen CLIP'),
+        decoder: z
+          .strictObject({ ...stageFields(300, 3e-4), emaDecay, model: DecoderConfig.strict().prefault({}).describe('decoder (UNet) architecture') })
+          .prefault({})
+          .describe('stage 3: diffusion decoder, against the frozen CLIP'),
+      })
+      .prefault({})
+      .describe('the three stages, trained in order CLIP → prior → decoder'),
+    checkpoint: z
+      .strictObject({
+        url: z.string().min(1).default('./checkpoints').describe('store URL (file://, s3:// or path) for checkpoints and latest.json'),
+        everySteps: z.number().int().min(0).default(100).describe('write a checkpoint every N steps (0: only at stage ends)'),
+        everyMinutes: z.number().min(0).default(10).describe('also write one when this many minutes passed since the last (0: never)'),
+        keep: z.number().int().min(1).default(3).describe('how many checkpoints to keep; older ones are deleted'),
+      })
+      .prefault({})
+      .describe('checkpoints'),
+  })
+  .superRefine((c, ctx) => {
+    // The three models must agree on the shapes they exchange; say which field disagrees with which.
+    const clip = c.stages.clip.model as Record<string, unknown>;
+    const same = (path: (string | number)[], value: unknown, refPath: string, ref: unknown) => {
+      if (value !== undefined && ref !== undefined && value !== ref) {
+        ctx.addIssue({ code: 'custom', path, message: `must equal ${refPath} (${String(ref)}), got ${String(value)}` });
+      }
+    };
+    for (const s of ['prior', 'decoder'] as const) {
+      const m = c.stages[s].model as Record<string, unknown>;
+      same(['stages', s, 'model', 'embedDim'], m.embedDim, 'stages.clip.model.embedDim', clip.embedDim);
+    }
+    same(['stages', 'clip', 'model', 'imageSize'], clip.imageSize, 'data.imageSize', c.data.imageSize);
+    same(['stages', 'decoder', 'model', 'imageSize'], (c.stages.decoder.model as Record<string, unknown>).imageSize, 'data.imageSize', c.data.imageSize);
+  });
+export type RunConfig = z.infer<typeof RunConfig>;
+
+/** Validates a parsed run file (or a Kubernetes spec); throws a UsageError naming every bad field. */
+export function parseRunConfig(value: unknown, what = 'run config'): RunConfig {
+  return validate(RunConfig, value ?? {}, what);
+}
+
+/** Reads and validates a YAML (or JSON) run file. */
+export async function loadRunConfig(path: string): Promise<RunConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read run file ${path}: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = parseYaml(text);
+  } catch (err) {
+    throw new UsageError(`run file ${path} is not valid YAML: ${(err as Error).message}`);
+  }
+  return parseRunConfig(value, `run file ${path}`);
+}
+
+/** The batch size a stage trains with. */
+export function stageBatchSize(config: RunConfig, stage: StageName): number {
+  return config.stages[stage].batchSize ?? config.data.batchSize;
+}

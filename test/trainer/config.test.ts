@@ -1,0 +1,86 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { UsageError } from '../../src/cli/args.ts';
+import { loadRunConfig, parseRunConfig, RunConfig, stageBatchSize } from '../../src/trainer/config.ts';
+
+test('an empty run file is a complete config: every field has a default', () => {
+  const c = parseRunConfig({});
+  assert.equal(c.stages.clip.steps, 300);
+  assert.equal(c.stages.prior.optimizer.lr, 3e-4);
+  assert.equal(c.stages.decoder.emaDecay, 0.995);
+  assert.equal(c.stages.clip.model.imageSize, c.data.imageSize);
+  assert.equal(c.checkpoint.keep, 3);
+  assert.equal(stageBatchSize(c, 'prior'), c.data.batchSize);
+  assert.equal(stageBatchSize(parseRunConfig({ stages: { prior: { batchSize: 7 } } }), 'prior'), 7);
+});
+
+test('every field of the run file is described, and has a default unless documented optional', () => {
+  const optional = new Set(['data.eval', 'stages.clip.batchSize', 'stages.prior.batchSize', 'stages.decoder.batchSize']);
+  const missing: string[] = [];
+  const walk = (schema: any, path: string) => {
+    for (const [key, prop] of Object.entries<any>(schema.properties ?? {})) {
+      const p = path ? `${path}.${key}` : key;
+      if (!prop.description) missing.push(`${p}: no description`);
+      if (prop.default === undefined && !optional.has(p)) missing.push(`${p}: no default`);
+      if (prop.type === 'object') walk(prop, p);
+    }
+  };
+  walk(z.toJSONSchema(RunConfig, { io: 'input', unrepresentable: 'any' }), '');
+  assert.deepEqual(missing, []);
+});
+
+function errorOf(value: unknown): string {
+  try {
+    parseRunConfig(value);
+  } catch (err) {
+    assert.ok(err instanceof UsageError);
+    return err.message;
+  }
+  assert.fail('expected the config to be rejected');
+}
+
+test('a bad value is rejected naming its field path', () => {
+  assert.match(errorOf({ checkpoint: { everySteps: -1 } }), /checkpoint\.everySteps: /);
+  assert.match(errorOf({ stages: { prior: { optimizer: { beta2: 1 } } } }), /stages\.prior\.optimizer\.beta2: /);
+  assert.match(errorOf({ stages: { clip: { model: { patchSize: 5 } } } }), /stages\.clip\.model\.patchSize: patchSize 5 must divide imageSize 32/);
+  assert.match(errorOf({ name: 'Bad Name' }), /name: lowercase letters, digits and dashes/);
+});
+
+test('a misspelt key is rejected, not ignored', () => {
+  assert.match(errorOf({ stages: { clip: { stpes: 10 } } }), /stages\.clip: .*stpes/);
+  assert.match(errorOf({ stages: { decoder: { model: { chanels: 8 } } } }), /stages\.decoder\.model: .*chanels/);
+});
+
+test('models that disagree on a shared shape are rejected naming both fields', () => {
+  assert.match(errorOf({ stages: { prior: { model: { embedDim: 32 } } } }), /stages\.prior\.model\.embedDim: must equal stages\.clip\.model\.embedDim \(64\)/);
+  assert.match(errorOf({ data: { imageSize: 16 } }), /stages\.clip\.model\.imageSize: must equal data\.imageSize \(16\)/);
+});
+
+test('run files load from YAML; syntax errors and bad fields name the file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'easel-config-'));
+  try {
+    const ok = join(dir, 'ok.yaml');
+    await writeFile(ok, 'name: tiny\nseed: 7\nstages:\n  clip:\n    steps: 5\n');
+    const c = await loadRunConfig(ok);
+    assert.equal(c.name, 'tiny');
+    assert.equal(c.stages.clip.steps, 5);
+    const broken = join(dir, 'broken.yaml');
+    await writeFile(broken, 'stages: [\n');
+    await assert.rejects(loadRunConfig(broken), /run file .*broken\.yaml is not valid YAML/);
+    const bad = join(dir, 'bad.yaml');
+    await writeFile(bad, 'data:\n  batchSize: zero\n');
+    await assert.rejects(loadRunConfig(bad), /run file .*bad\.yaml:\ndata\.batchSize: /);
+    await assert.rejects(loadRunConfig(join(dir, 'absent.yaml')), /cannot read run file/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('examples/demo.yaml is a valid run file', async () => {
+  const c = await loadRunConfig('examples/demo.yaml');
+  assert.equal(c.name, 'demo');
+});

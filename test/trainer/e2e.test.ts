@@ -1,0 +1,50 @@
+// The real entry point, end to end: `easel train --config run.yaml` in a child process on a few dozen samples.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { readCheckpoint } from '../../src/trainer/checkpoint.ts';
+import { tinyRun, withTempDir, writeTinyDataset } from './fixtures.ts';
+
+function easel(args: string[]) {
+  return spawnSync(process.execPath, ['bin/easel.js', ...args], { encoding: 'utf8', env: { ...process.env, EASEL_LOG: 'info' } });
+}
+
+test('easel train runs all three stages from a run file, writes checkpoints, and latest resolves', () =>
+  withTempDir(async (dir) => {
+    await writeTinyDataset(join(dir, 'data'));
+    const run = join(dir, 'run.yaml');
+    await writeFile(run, stringify(tinyRun(join(dir, 'data'), join(dir, 'ignored'), { clip: 2, prior: 2, decoder: 2 })));
+
+    const first = easel(['train', '--config', run, '--out', join(dir, 'ckpt'), '--stop-at', '3']);
+    assert.equal(first.status, 0, first.stderr);
+    assert.match(first.stdout, /stopped after step 3; .*continue with --resume latest/);
+    assert.match(first.stderr, /\[train\] clip step=1\/2 loss=[\d.]+ .*samples\/s=/);
+
+    const second = easel(['train', '--config', run, '--out', join(dir, 'ckpt'), '--resume', 'latest']);
+    assert.equal(second.status, 0, second.stderr);
+    assert.match(second.stderr, /resuming .*global_step=3/);
+    assert.match(second.stdout, /trained 6 steps; checkpoint .*step-000000006/);
+
+    const ckpt = await readCheckpoint(join(dir, 'ckpt'));
+    assert.equal(ckpt.manifest.stage, 'decoder');
+    assert.equal(ckpt.manifest.stage_step, 2);
+    assert.equal(ckpt.manifest.global_step, 6);
+    assert.ok(ckpt.weights.has('ema.decoder.' + [...ckpt.weights.keys()].find((k) => k.startsWith('decoder.'))!.slice('decoder.'.length)));
+    const folders = (await readdir(join(dir, 'ckpt'))).filter((f) => f.startsWith('step-'));
+    assert.ok(folders.includes('step-000000006'));
+  }));
+
+test('easel train with a bad run file exits 2 and names the field', () =>
+  withTempDir(async (dir) => {
+    const run = join(dir, 'run.yaml');
+    await writeFile(run, 'stages:\n  decoder:\n    steps: -3\n');
+    const r = easel(['train', '--config', run]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /stages\.decoder\.steps: /);
+    const missing = easel(['train']);
+    assert.equal(missing.status, 2);
+    assert.match(missing.stderr, /--config is required/);
+  }));

@@ -1,0 +1,117 @@
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../../src/model/backend.ts';
+import { STAGES } from '../../src/trainer/config.ts';
+import { readCheckpoint } from '../../src/trainer/checkpoint.ts';
+import { train, type StepReport, type TrainResult } from '../../src/trainer/train.ts';
+import { loadCheckpoint } from '../../src/trainer/models.ts';
+import { tinyConfig, withTempDir, writeTinyDataset } from './fixtures.ts';
+
+before(async () => {
+  await initBackend();
+});
+
+/** Every weight of a run (three models + EMA) as bytes, in a fixed order. */
+function weights(r: TrainResult): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const s of STAGES) for (const [n, v] of r.models[s].params()) out.set(`${s}.${n}`, Buffer.from((v.dataSync() as Float32Array).buffer));
+  for (const s of ['prior', 'decoder'] as const) for (const [n, v] of r.ema[s].shadow) out.set(`ema.${s}.${n}`, Buffer.from((v.dataSync() as Float32Array).buffer));
+  return out;
+}
+
+function assertSameWeights(a: Map<string, Buffer>, b: Map<string, Buffer>): void {
+  assert.deepEqual([...a.keys()], [...b.keys()]);
+  const differing = [...a.keys()].filter((k) => !a.get(k)!.equals(b.get(k)!));
+  assert.deepEqual(differing, [], 'weights that differ');
+}
+
+test('two runs with the same seed end with bit-identical weights, and tensors stay flat across steps', () =>
+  withTempDir(async (dir) => {
+    await writeTinyDataset(join(dir, 'data'));
+    const counts: Record<string, number[]> = { clip: [], prior: [], decoder: [] };
+    const steps: StepReport[] = [];
+    const a = await train(tinyConfig(join(dir, 'data'), join(dir, 'a'), { clip: 4, prior: 4, decoder: 4 }), {
+      onStep: (s) => {
+        counts[s.stage].push(tf.memory().numTensors);
+        steps.push(s);
+      },
+    });
+    assert.equal(a.finished, true);
+    assert.equal(a.globalStep, 12);
+    assert.deepEqual(steps.map((s) => `${s.stage}${s.stageStep}`), ['clip1', 'clip2', 'clip3', 'clip4', 'prior1', 'prior2', 'prior3', 'prior4', 'decoder1', 'decoder2', 'decoder3', 'decoder4']);
+    assert.ok(steps.every((s) => Number.isFinite(s.loss) && !s.skipped));
+    // The first step of a stage creates Adam's moments; after that nothing may accumulate.
+    for (const s of STAGES) assert.deepEqual(counts[s].slice(1), new Array(counts[s].length - 1).fill(counts[s][1]), `${s}: ${counts[s]}`);
+
+    const b = await train(tinyConfig(join(dir, 'data'), join(dir, 'b'), { clip: 4, prior: 4, decoder: 4 }));
+    assertSameWeights(weights(a), weights(b));
+    // And the run did something: CLIP moved, the EMA differs from the live decoder weights.
+    const init = await train(tinyConfig(join(dir, 'data'), join(dir, 'c'), { clip: 0, prior: 0, decoder: 0 }));
+    assert.ok(!weights(init).get('clip.visual.proj.w')!.equals(weights(a).get('clip.visual.proj.w')!));
+    for (const r of [a, b, init]) r.dispose();
+  }));
+
+test('a run stopped and resumed — inside a stage and across a stage boundary — ends bit-identical to the uninterrupted run', () =>
+  withTempDir(async (dir) => {
+    await writeTinyDataset(join(dir, 'data'));
+    const steps = { clip: 3, prior: 3, decoder: 2 };
+    const full = await train(tinyConfig(join(dir, 'data'), join(dir, 'full'), steps));
+    const expected = weights(full);
+    full.dispose();
+
+    const cfg = tinyConfig(join(dir, 'data'), join(dir, 'parts'), steps);
+    // Stop mid-CLIP (optimiser state saved), then exactly at the CLIP → prior boundary, then mid-prior.
+    for (const stopAt of [2, 3, 5]) {
+      const part = await train(cfg, { resume: 'latest', stopAtStep: stopAt });
+      assert.equal(part.finished, false);
+      assert.equal(part.globalStep, stopAt);
+      part.dispose();
+      const m = (await readCheckpoint(join(dir, 'parts'))).manifest;
+      assert.equal(m.global_step, stopAt);
+    }
+    const rest = await train(cfg, { resume: 'latest' });
+    assert.equal(rest.finished, true);
+    assert.equal(rest.globalStep, 8);
+    assertSameWeights(weights(rest), expected);
+    rest.dispose();
+  }));
+
+test('a non-finite gradient skips the step, is counted, and training goes on', () =>
+  withTempDir(async (dir) => {
+    await writeTinyDataset(join(dir, 'data'));
+    let calls = 0;
+    const poisonSecond = async (flat: Float32Array) => {
+      calls++;
+      if (calls !== 2) return flat;
+      const out = flat.slice();
+      out[0] = NaN;
+      return out;
+    };
+    const reports: StepReport[] = [];
+    const r = await train(tinyConfig(join(dir, 'data'), join(dir, 'ckpt'), { clip: 3, prior: 0, decoder: 0 }), { reduce: poisonSecond, onStep: (s) => reports.push(s) });
+    assert.deepEqual(reports.map((s) => s.skipped), [false, true, false]);
+    assert.deepEqual(r.skippedSteps, { clip: 1 });
+    for (const v of r.models.clip.params().values()) assert.ok((v.dataSync() as Float32Array).every(Number.isFinite));
+    assert.deepEqual((await readCheckpoint(join(dir, 'ckpt'))).manifest.skipped_steps, { clip: 1 });
+    r.dispose();
+  }));
+
+test('loadCheckpoint gives the trained CLIP and the EMA prior and decoder (or the live ones on request)', () =>
+  withTempDir(async (dir) => {
+    await writeTinyDataset(join(dir, 'data'));
+    const r = await train(tinyConfig(join(dir, 'data'), join(dir, 'ckpt'), { clip: 2, prior: 2, decoder: 2 }));
+    const trained = weights(r);
+    const ema = await loadCheckpoint(join(dir, 'ckpt'));
+    assert.equal(ema.manifest.global_step, 6);
+    assert.equal(ema.config.name, 'tiny');
+    const bytesOf = (m: Map<string, tf.Variable>, prefix: string) => new Map([...m].map(([n, v]) => [prefix + n, Buffer.from((v.dataSync() as Float32Array).buffer)]));
+    const pick = (prefix: string) => new Map([...trained].filter(([k]) => k.startsWith(prefix)));
+    assertSameWeights(bytesOf(ema.models.clip.params(), 'clip.'), pick('clip.'));
+    assertSameWeights(bytesOf(ema.models.prior.params(), 'ema.prior.'), pick('ema.prior.'));
+    assertSameWeights(bytesOf(ema.models.decoder.params(), 'ema.decoder.'), pick('ema.decoder.'));
+    const live = await loadCheckpoint(join(dir, 'ckpt'), { weights: 'live' });
+    assertSameWeights(bytesOf(live.models.decoder.params(), 'decoder.'), pick('decoder.'));
+    for (const x of [r, ema, live]) x.dispose();
+  }));
