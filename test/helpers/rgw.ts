@@ -94,6 +94,7 @@ function cephConf(dir: string, fsid: string, monPort: number, rgwPort: number): 
 fsid = ${fsid}
 mon host = v2:127.0.0.1:${monPort}
 public addr = 127.0.0.1
+cluster addr = 127.0.0.1
 auth cluster required = none
 auth service required = none
 auth client required = none
@@ -136,8 +137,20 @@ function logTails(dir: string, lines = 15): string {
     .join('\n');
 }
 
-/** Starts a fresh single-node Ceph cluster + RGW and a user; resolves once the gateway answers S3. */
+/**
+ * Starts a fresh single-node Ceph cluster + RGW and a user; resolves once the gateway answers S3. A failed
+ * start (say, a port taken between choosing and binding it) is tried once more on new ports.
+ */
 export async function startRgw(opts: StartRgwOptions = {}): Promise<Rgw> {
+  try {
+    return await startOnce(opts);
+  } catch (err) {
+    process.stderr.write(`RGW test cluster: first start failed, trying again: ${(err as Error).message.split('\n')[0]}\n`);
+    return startOnce(opts);
+  }
+}
+
+async function startOnce(opts: StartRgwOptions): Promise<Rgw> {
   const t0 = performance.now();
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const dir = await mkdtemp(join(tmpdir(), 'easel-rgw-'));
@@ -195,7 +208,18 @@ export async function startRgw(opts: StartRgwOptions = {}): Promise<Rgw> {
       throw new Error(msg);
     }
   };
-  const ceph = (bin: string, args: string[]) => run(bin, ['-c', conf, ...args], { timeout: Math.max(1000, deadline - Date.now()) });
+  const ceph = async (bin: string, args: string[]) => {
+    const timeout = Math.max(1000, deadline - Date.now());
+    try {
+      return await run(bin, ['-c', conf, ...args], { timeout });
+    } catch (err) {
+      const e = err as Error & { killed?: boolean; code?: number | string; stderr?: string };
+      // No `cause`: the original error holds the full command line, secret key included.
+      const how = e.killed ? `timed out after ${timeout} ms` : `failed (exit ${e.code})`;
+      // eslint-disable-next-line preserve-caught-error
+      throw new Error(`${bin} ${args.slice(0, 2).join(' ')} ${how}: ${(e.stderr ?? '').trim().split('\n').slice(-5).join(' | ')}`);
+    }
+  };
 
   await step('monitor mkfs', async () => {
     await run('monmaptool', ['--create', '--add', 'a', `v2:127.0.0.1:${monPort}`, '--fsid', fsid, join(dir, 'monmap')]);
@@ -203,8 +227,12 @@ export async function startRgw(opts: StartRgwOptions = {}): Promise<Rgw> {
   });
   await step('monitor start', () => daemon('mon.a', 'ceph-mon', ['-i', 'a']));
   const osdUuid = randomUUID();
-  await step('OSD registration (ceph osd new)', () => ceph('ceph', ['--connect-timeout', String(Math.ceil(timeoutMs / 1000)), 'osd', 'new', osdUuid]));
-  await step('OSD mkfs', () => ceph('ceph-osd', ['-i', '0', '--mkfs', '--osd-uuid', osdUuid]));
+  await step('OSD registration (ceph osd new) and mkfs', () =>
+    Promise.all([
+      ceph('ceph', ['--connect-timeout', String(Math.ceil(timeoutMs / 1000)), 'osd', 'new', osdUuid]),
+      ceph('ceph-osd', ['-i', '0', '--mkfs', '--osd-uuid', osdUuid]),
+    ]),
+  );
   await step('OSD start', () => daemon('osd.0', 'ceph-osd', ['-i', '0']));
   await step('radosgw start', () => daemon('client.rgw', 'radosgw', ['-n', 'client.rgw']));
 
