@@ -106,18 +106,29 @@ const CASES: Array<[string, Op, Input[]]> = [
   ['batched matMul', (a, b) => tf.matMul(a, b), [normal([2, 3, 4], 1), normal([2, 4, 5], 2)]],
   ['batched matMul against a shared matrix', (a, b) => tf.matMul(a, b), [normal([2, 3, 4], 1), normal([4, 5], 2)]],
   ['broadcast batched matMul, transposed', (a, b) => tf.matMul(a, b, true, true), [normal([3, 4], 1), normal([2, 2, 5, 3], 2)]],
-  ['batched matMul of large slices (per-batch loop)', (a, b) => tf.matMul(a, b, false, true), [normal([2, 32, 33], 1), normal([2, 32, 33], 2)]],
+  ['batched matMul, both operands batched and transposed', (a, b) => tf.matMul(a, b, true, true), [normal([3, 6, 5], 1), normal([3, 4, 6], 2)]],
   ['conv2d 3×3 stride 1 same', (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same'), [normal([2, 6, 5, 3], 1), normal([3, 3, 3, 4], 2)]],
   ['conv2d 3×3 stride 2 same', (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, 'same'), [normal([2, 6, 6, 3], 1), normal([3, 3, 3, 4], 2)]],
   ['conv2d 3×3 stride 2 valid', (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 2, 'valid'), [normal([2, 7, 6, 2], 1), normal([3, 3, 2, 3], 2)]],
   ['conv2d 1×1', (x, w) => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'valid'), [normal([2, 4, 4, 3], 1), normal([1, 1, 3, 5], 2)]],
   ['conv2dTranspose 4×4 stride 2 (learned upsampling)', (x, w) => tf.conv2dTranspose(x as tf.Tensor4D, w as tf.Tensor4D, [2, 8, 8, 2], 2, 'same'), [normal([2, 4, 4, 3], 1), normal([4, 4, 2, 3], 2)]],
+  ['nearest ×2 upsampling as concat + reshape', (x) => {
+    const [b, h, w, c] = x.shape;
+    const wide = tf.reshape(tf.concat([x, x], 3), [b, h, 2 * w, c]);
+    return tf.reshape(tf.concat([wide, wide], 2), [b, 2 * h, 2 * w, c]);
+  }, [normal([2, 3, 2, 3], 1)]],
   ['resizeNearestNeighbor ×2 upsampling, batch 2', (x) => tf.image.resizeNearestNeighbor(x as tf.Tensor4D, [8, 6]), [normal([2, 4, 3, 3], 1)]],
   ['gather (embedding lookup with repeated ids)', (table, ids) => tf.gather(table, ids as tf.Tensor1D), [normal([6, 4], 1), ints([2, 0, 2, 5, 2])]],
   ['softmax', (x) => tf.softmax(x), [normal([3, 7], 1)]],
   ['log-softmax cross-entropy', (logits, labels) => tf.neg(tf.mean(tf.sum(tf.mul(tf.oneHot(labels as tf.Tensor1D, 5), tf.logSoftmax(logits)), -1))), [normal([4, 5], 1), ints([0, 3, 3, 1])]],
   ['layer norm from moments', layerNorm, [normal([3, 4, 8], 1), normal([8], 2), normal([8], 3)]],
   ['group norm from moments (rank-5 reshape)', (x) => groupNorm(x, 2), [normal([2, 3, 3, 4], 1)]],
+  ['group norm from moments (rank-4 reshape)', (x) => {
+    const [b, h, w, c] = x.shape;
+    const grouped = tf.reshape(x, [b, h * w, 2, c / 2]);
+    const { mean, variance } = tf.moments(grouped, [1, 3], true);
+    return tf.reshape(tf.mul(tf.sub(grouped, mean), tf.rsqrt(tf.add(variance, 1e-5))), x.shape);
+  }, [normal([2, 3, 3, 4], 2)]],
   ['GELU (tanh form)', gelu, [normal([4, 6], 1)]],
   ['SiLU', silu, [normal([4, 6], 1)]],
   ['reshape and rank-5 transpose', (x) => tf.transpose(tf.reshape(x, [2, 3, 2, 2, 3]), [2, 0, 3, 1, 4]), [normal([2, 3, 12], 1)]],

@@ -82,8 +82,8 @@ for (const [xShape, wShape, stride, pad] of CONVS) {
   });
 }
 
-// [a shape, b shape, transposeA, transposeB]: every path of batch-matmul.ts (2-D, shared b, shared a, per-batch
-// loop at ≥ 32³, small batched, partial broadcasting), each with transposes.
+// [a shape, b shape, transposeA, transposeB]: every path of batch-matmul.ts (2-D, shared b, shared a, batched on
+// both sides as a depthwise conv, partial broadcasting), each with transposes.
 const MATMULS: Array<[number[], number[], boolean, boolean]> = [
   [[5, 3], [3, 4], false, false],
   [[3, 5], [3, 4], true, false],
@@ -97,6 +97,8 @@ const MATMULS: Array<[number[], number[], boolean, boolean]> = [
   [[3, 40, 32], [3, 40, 33], true, false],
   [[2, 2, 33, 32], [2, 2, 34, 32], false, true],
   [[4, 5, 3], [4, 2, 3], false, true],
+  [[2, 3, 5], [2, 4, 3], true, true],
+  [[1, 3, 5], [1, 4, 3], true, true],
   [[2, 1, 5, 3], [1, 3, 3, 4], false, false],
 ];
 for (const [aShape, bShape, ta, tb] of MATMULS) {
