@@ -266,6 +266,38 @@ describe('S3 store specifics', () => {
     }
   });
 
+  test("with the SDK's default checksums every upload carries a CRC32 header, which RGW accepts", async () => {
+    const url = await createTestBucket(rgw, 'checksums');
+    const saved = process.env.AWS_REQUEST_CHECKSUM_CALCULATION;
+    delete process.env.AWS_REQUEST_CHECKSUM_CALCULATION; // the SDK's default, WHEN_SUPPORTED, as on AWS
+    const store = S3Store.fromUrl(url, { partSize: PART });
+    const sent: string[] = [];
+    (store as unknown as { client: S3Client }).client.middlewareStack.add(
+      (next, ctx) => async (args) => {
+        const headers = (args.request as { headers: Record<string, string> }).headers;
+        sent.push(`${ctx.commandName}${headers['x-amz-checksum-crc32'] ? ' crc32' : ''}${headers['x-amz-checksum-algorithm'] ? ' algorithm' : ''}`);
+        return next(args);
+      },
+      { step: 'finalizeRequest' },
+    );
+    try {
+      const data = randomBytes(PART + 10);
+      await store.put('small', 'hello');
+      await store.put('big', slowly(data));
+      assert.equal(sha(await store.getBytes('big')), sha(data));
+      assert.deepEqual(sent.filter((c) => !c.startsWith('GetObject')), [
+        'PutObjectCommand crc32',
+        'CreateMultipartUploadCommand algorithm',
+        'UploadPartCommand crc32',
+        'UploadPartCommand crc32',
+        'CompleteMultipartUploadCommand',
+      ]);
+    } finally {
+      process.env.AWS_REQUEST_CHECKSUM_CALCULATION = saved;
+      await store.close();
+    }
+  });
+
   test('openStore opens s3:// URLs; ?path_style=1 addresses the bucket by path without the env flag', async () => {
     const url = await createTestBucket(rgw, 'ps');
     const saved = process.env.EASEL_S3_FORCE_PATH_STYLE;

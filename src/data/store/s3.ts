@@ -5,8 +5,9 @@
 //   region       AWS_REGION / AWS_DEFAULT_REGION / profile `region`
 //   credentials  AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN), AWS_PROFILE, SSO, web identity, IMDS…
 //   endpoint     AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / profile `endpoint_url` (unset = AWS)
-//   checksums    AWS_REQUEST_CHECKSUM_CALCULATION / AWS_RESPONSE_CHECKSUM_VALIDATION (WHEN_SUPPORTED by default;
-//                RGW 16.2 needs WHEN_REQUIRED, it answers 411 to streamed bodies with checksum trailers)
+//   checksums    AWS_REQUEST_CHECKSUM_CALCULATION / AWS_RESPONSE_CHECKSUM_VALIDATION (WHEN_SUPPORTED by default).
+//                Every body goes out as a sized Buffer, so a CRC32 travels as a header; RGW 16.2 only refuses
+//                (411) the aws-chunked trailer the SDK uses for unsized streams.
 //   attempts     AWS_MAX_ATTEMPTS (the default of easel's own retry budget, see retry.ts)
 // plus one easel option for S3-compatible servers that cannot do virtual-hosted buckets:
 //   path style   EASEL_S3_FORCE_PATH_STYLE=1, or `?path_style=1` on the URL (`?path_style=0` turns it off).
