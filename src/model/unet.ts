@@ -390,6 +390,7 @@ export class Decoder {
   sample(cond: { imageEmb: tf.Tensor2D; tokens?: tf.Tensor2D }, opts: DecoderSampleOptions): tf.Tensor4D {
     const { steps, guidance, seed, sampler } = opts;
     const eta = opts.eta ?? 0;
+    if (sampler !== 'ddpm' && sampler !== 'ddim') throw new Error(`unknown sampler '${sampler as string}': use ddpm or ddim`);
     const b = cond.imageEmb.shape[0];
     const size = this.config.imageSize;
     const ts = samplingTimesteps(this.config.timesteps, steps);

@@ -125,7 +125,7 @@ test('conditioning dropout masks follow the seed and drop about 10% of CLIP embe
   dispose(d);
 });
 
-test('the loss is a finite scalar, the same for the same seed; a bad image size is refused', () => {
+test('the loss is a finite scalar, the same for the same seed; bad shapes, samplers and step counts are refused', () => {
   const d = new Decoder(TINY, 1);
   tf.tidy(() => {
     const batch = colouredSquares();
@@ -136,6 +136,8 @@ test('the loss is a finite scalar, the same for the same seed; a bad image size 
     assert.notEqual(d.loss(batch, 12).dataSync()[0], l1.dataSync()[0]);
     assert.throws(() => d.loss({ ...batch, images: tf.zeros([4, 8, 8, 3]) as tf.Tensor4D }, 1), /expected \[B, 16, 16, 3\] \(config imageSize\)/);
     assert.throws(() => d.loss({ ...batch, imageEmb: tf.zeros([4, 5]) as tf.Tensor2D }, 1), /width 5, config embedDim is 8/);
+    assert.throws(() => d.sample(batch, { steps: 2, guidance: 1, seed: 1, sampler: 'euler' as 'ddim' }), /unknown sampler 'euler'/);
+    assert.throws(() => d.sample(batch, { steps: 1001, guidance: 1, seed: 1, sampler: 'ddim' }), /sampling steps must be an integer in 1…1000/);
   });
   dispose(d);
 });
