@@ -21,14 +21,21 @@ export function wasmSlice(args: KernelArgs, stock: tf.KernelFunc | undefined): t
   // Views are taken after makeOutput: growing the heap there would detach earlier ones.
   const src = heap.typedArrayFromHeap(x), dst = heap.typedArrayFromHeap(out);
   if (dst.length === 0) return out;
+  // Copy runs as long as possible: axes after `inner` are taken whole, so each run spans them all.
   const rank = x.shape.length, strides = tf.util.computeStrides(x.shape);
-  const row = extent[rank - 1] ?? 1, rows = dst.length / row;
-  const index = new Array<number>(Math.max(0, rank - 1)).fill(0); // position among the output's rows
-  for (let r = 0; r < rows; r++) {
-    let from = start[rank - 1] ?? 0;
-    for (let d = 0; d < rank - 1; d++) from += (start[d] + index[d]) * strides[d];
-    dst.set(src.subarray(from, from + row), r * row);
-    for (let d = rank - 2; d >= 0 && ++index[d] === extent[d]; d--) index[d] = 0;
+  if (rank === 0) {
+    dst.set(src);
+    return out;
+  }
+  let inner = rank - 1, run = extent[inner] ?? 1;
+  while (inner > 0 && extent[inner] === x.shape[inner]) run *= extent[--inner];
+  const runs = dst.length / run;
+  const index = new Array<number>(inner).fill(0); // position among the runs, over axes before `inner`
+  for (let r = 0; r < runs; r++) {
+    let from = start[inner] * (strides[inner] ?? 1);
+    for (let d = 0; d < inner; d++) from += (start[d] + index[d]) * strides[d];
+    dst.set(src.subarray(from, from + run), r * run);
+    for (let d = inner - 1; d >= 0 && ++index[d] === extent[d]; d--) index[d] = 0;
   }
   return out;
 }
