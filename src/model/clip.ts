@@ -64,8 +64,8 @@ export class Clip {
     this.store = new ParamStore(seed);
     const v = this.store.scope('visual');
     const patches = (c.imageSize / c.patchSize) ** 2;
-    // As in CLIP's ViT: patch projection at fan-in scale, class token and positions at width^-0.5 — large enough
-    // that where a patch sits is visible from the first step (0.01 left a tiny model blind to left vs right).
+    // As in CLIP's ViT: patch projection at fan-in scale, class token and positions at width^-0.5, so where a
+    // patch sits is visible from the first step (at std 0.01 a tiny model long confused left with right).
     const patchDim = c.patchSize * c.patchSize * 3;
     this.patchEmbed = new Linear(v.scope('patch'), patchDim, c.width, { std: patchDim ** -0.5 });
     this.classToken = v.normal('classToken', [c.width], c.width ** -0.5);
