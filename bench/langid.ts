@@ -6,6 +6,8 @@ import { parseArgs } from 'node:util';
 import { getLIDModel } from 'fasttext.wasm.js';
 import { loadModule } from 'cld3-asm';
 import { eld } from 'eld/large';
+import { eld as eldMedium } from 'eld/medium';
+import { eld as eldSmall } from 'eld/small';
 import { loadLanguageDetector, DETECTION_RULE, FASTTEXT_CONFIRMS } from '../src/data/language.ts';
 import { readLangidSet, scoreEnglish, wordCount, SET_PATH, type EnglishScore, type LabelledText } from '../test/fixtures/langid/set.ts';
 
@@ -20,6 +22,8 @@ interface Outputs {
   ftLower: Map<string, number>; // the same for the lower-cased text
   cld3: { lang: string; p: number; reliable: boolean };
   eld: { lang: string; en: number; reliable: boolean };
+  eldMedium: string; // ELD's answer with its medium and small n-gram databases
+  eldSmall: string;
 }
 
 interface FastTextVector { size(): number; get(i: number): [number, string]; delete?(): void }
@@ -63,8 +67,10 @@ const el = timed((t) => {
   const r = eldDetector.detect(t);
   return { lang: r.language, en: r.getScores().en ?? 0, reliable: r.isReliable() };
 });
-const outputs: Outputs[] = items.map((_, i) => ({ ft: ft.out[i], ftLower: ftl.out[i], cld3: cl.out[i], eld: el.out[i] }));
-const cost = { ft: ft.us, ftLower: ftl.us, cld3: cl.us, eld: el.us };
+const elM = timed((t) => eldMedium.detect(t).language);
+const elS = timed((t) => eldSmall.detect(t).language);
+const outputs: Outputs[] = items.map((_, i) => ({ ft: ft.out[i], ftLower: ftl.out[i], cld3: cl.out[i], eld: el.out[i], eldMedium: elM.out[i], eldSmall: elS.out[i] }));
+const cost = { ft: ft.us, ftLower: ftl.us, cld3: cl.us, eld: el.us, eldMedium: elM.us, eldSmall: elS.us };
 
 const ftTopOf = (m: Map<string, number>) => [...m.entries()].reduce((a, b) => (b[1] > a[1] ? b : a), ['und', 0])[0];
 const ftTop = (o: Outputs) => ftTopOf(o.ft);
@@ -89,6 +95,8 @@ const RULES: Rule[] = [
   { name: 'fastText(lower-cased) top-1 = en', uses: ['ftLower'], isEnglish: (o) => ftTopOf(o.ftLower) === 'en' },
   { name: 'ELD top-1 = en', uses: ['eld'], isEnglish: (o) => o.eld.lang === 'en' },
   { name: 'ELD top-1 = en, reliable', uses: ['eld'], isEnglish: (o) => o.eld.lang === 'en' && o.eld.reliable },
+  { name: 'ELD-medium top-1 = en', uses: ['eldMedium'], isEnglish: (o) => o.eldMedium === 'en' },
+  { name: 'ELD-small top-1 = en', uses: ['eldSmall'], isEnglish: (o) => o.eldSmall === 'en' },
   { name: 'fastText or CLD3 top-1 = en', uses: ['ft', 'cld3'], isEnglish: (o) => ftTop(o) === 'en' || o.cld3.lang === 'en' },
   { name: 'fastText and CLD3 top-1 = en', uses: ['ft', 'cld3'], isEnglish: (o) => ftTop(o) === 'en' && o.cld3.lang === 'en' },
   {
@@ -108,6 +116,18 @@ const RULES: Rule[] = [
     uses: ['eld', 'ft', 'cld3'],
     thresholds: [0.001, 0.005, 0.01, 0.02, ...GRID],
     isEnglish: (o, t) => o.eld.lang === 'en' && (ftEn(o) >= t || o.cld3.lang === 'en'),
+  },
+  {
+    name: 'ELD-medium = en and (fastText p(en) ≥ t or CLD3 = en)',
+    uses: ['eldMedium', 'ft', 'cld3'],
+    thresholds: [0.001, 0.005, 0.01, 0.02, ...GRID],
+    isEnglish: (o, t) => o.eldMedium === 'en' && (ftEn(o) >= t || o.cld3.lang === 'en'),
+  },
+  {
+    name: 'ELD-small = en and (fastText p(en) ≥ t or CLD3 = en)',
+    uses: ['eldSmall', 'ft', 'cld3'],
+    thresholds: [0.001, 0.005, 0.01, 0.02, ...GRID],
+    isEnglish: (o, t) => o.eldSmall === 'en' && (ftEn(o) >= t || o.cld3.lang === 'en'),
   },
   {
     name: 'majority of fastText, CLD3, ELD',

@@ -1,5 +1,5 @@
 // Language identification for caption filtering: ELD's answer, confirmed by fastText lid.176 or CLD3. Chosen by
-// measurement on real short texts in 29 languages (docs/language-id.md, `npm run bench -- langid`): for "is it
+// measurement on real short texts in 30 languages (docs/language-id.md, `npm run bench -- langid`): for "is it
 // English?" CLD3 misses a fifth of English, fastText lid.176 lets through too many close languages, ELD alone sits
 // right at the precision bar (0.99); a second detector's confirmation buys the margin.
 // All three models ship inside their npm packages, so detection works offline.
@@ -90,7 +90,7 @@ export class ConfirmedDetector implements LanguageDetector {
 
 let loading: Promise<LanguageDetector> | undefined;
 
-/** Loads the three models once per process (≈0.5 s); later calls share them. */
+/** Loads the three models once per process (seconds and ≈0.4 GB, mostly ELD's n-gram table); later calls share them. */
 export function loadLanguageDetector(): Promise<LanguageDetector> {
   loading ??= (async () => {
     const loadFastText = async () => (await getLIDModel()).load();
