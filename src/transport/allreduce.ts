@@ -1,0 +1,523 @@
+// easel's collectives over NATS core pub/sub: ring all-reduce (reduce-scatter + all-gather, returning the mean),
+// allGather and broadcast, for W ranks of one generation of a run.
+//
+// Every rank sends only to its successor ((rank + 1) mod W) on
+//   easel.<run>.g<generation>.s<step>.<ar|ag|bc><seq>.<toRank>
+// and subscribes to easel.<run>.*.*.*.<rank>, so chunks of an old generation or step still reach it and are
+// counted as rejected instead of silently mixing in. Chunks are pipelined: a chunk is added and forwarded the moment
+// it arrives, so all segments stream around the ring at once; a credit window (the successor acknowledges bytes it
+// has consumed on …<toRank>.ack) bounds the bytes in flight per link, so neither the client nor the server has to
+// buffer a whole gradient for a slow peer.
+//
+// Guarantees (see docs/transport.md):
+// - Every rank returns the same bytes: each segment is reduced once, by its owner, and the owner's final bytes are
+//   what the all-gather distributes (with a 16-bit wire format the owner rounds its own copy the same way).
+// - Segment s is summed in ring order starting at rank s+1: x[s+1] + x[s+2] + … + x[s] (mod W), each addition
+//   rounded to float32, then divided by W (rounded to float32): identical to a sequential float32 (tfjs) sum of
+//   the ranks' vectors in that order followed by a division by W.
+// - A NaN/±Inf in any input (or a sum that overflows) sets a flag that reaches every rank: all report nonFinite.
+import type { NatsConnection, Subscription } from 'nats';
+import { z } from 'zod';
+import { validate } from '../cli/args.ts';
+import { logger } from '../util/log.ts';
+import {
+  BYTES_PER_ELEMENT,
+  Dtype,
+  FLAG_NONFINITE,
+  HEADER_BYTES,
+  Kind,
+  MalformedChunk,
+  Phase,
+  blockSpans,
+  bodyChecksum,
+  chunkCount,
+  chunkSpan,
+  decodeHeader,
+  elementsPerChunk,
+  encodeHeader,
+  runHash,
+  segmentSpans,
+  type ChunkHeader,
+  type Span,
+} from './chunks.ts';
+import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from './compress.ts';
+import { maxPayload } from './connection.ts';
+
+const log = logger('transport');
+
+export const CollectiveOptions = z.object({
+  timeoutMs: z.number().int().positive().default(30_000).describe('a collective fails with CollectiveTimeoutError after this long without progress'),
+  wire: z.enum(['f32', 'bf16', 'f16']).default('f32').describe('element type of all-reduced gradients on the wire (bf16/f16 halve the bytes, lose precision)'),
+  checksum: z.boolean().default(true).describe('CRC-32 every chunk body and reject chunks whose checksum does not match'),
+  maxChunkBytes: z.number().int().min(HEADER_BYTES + 4).optional().describe("largest chunk message in bytes (default: the server's max_payload)"),
+  windowBytes: z.number().int().positive().default(16 * 1024 * 1024).describe('bytes a rank may have in flight to its successor before waiting for its acknowledgement'),
+});
+export type CollectiveOptions = z.output<typeof CollectiveOptions>;
+
+/** Who is in the ring: the coordinator's generation, this process's rank and the world size. */
+export interface RingMembership {
+  /** Run id: one subject token (letters, digits, '-', '_'). */
+  run: string;
+  generation: number;
+  rank: number;
+  world: number;
+}
+
+/** Why a chunk was dropped; each reason has a counter in Ring.stats().rejected. */
+export type RejectReason =
+  | MalformedChunk['reason']
+  | 'foreign-run'
+  | 'stale-generation'
+  | 'future-generation'
+  | 'stale-step'
+  | 'wrong-sender'
+  | 'wrong-kind'
+  | 'wrong-dtype'
+  | 'wrong-layout'
+  | 'wrong-sequence'
+  | 'duplicate'
+  | 'overflow';
+
+/** A collective made no progress for timeoutMs: a peer is gone or stalled (the trainer abandons the step). */
+export class CollectiveTimeoutError extends Error {
+  readonly code = 'COLLECTIVE_TIMEOUT';
+  constructor(
+    message: string,
+    readonly detail: { kind: string; step: number; seq: number; received: number; expected: number; waitingFor: number },
+  ) {
+    super(message);
+  }
+}
+
+/** The collective was abandoned by Ring.abort() or Ring.close() (membership changed). */
+export class CollectiveAbortedError extends Error {
+  readonly code = 'COLLECTIVE_ABORTED';
+}
+
+export interface AllReduceResult {
+  /** The element-wise mean over ranks: the same bytes on every rank. */
+  values: Float32Array;
+  /** Some rank had a NaN/±Inf (or the sum overflowed): every rank sees true, so all skip the step. */
+  nonFinite: boolean;
+  seconds: number;
+}
+
+export interface RingStats {
+  rejected: Partial<Record<RejectReason, number>>;
+  bytesSent: number;
+  bytesReceived: number;
+  collectives: number;
+}
+
+const KIND_TOKEN: Record<Kind, string> = { [Kind.AllReduce]: 'ar', [Kind.AllGather]: 'ag', [Kind.Broadcast]: 'bc' };
+const WIRE_DTYPE = { f32: Dtype.F32, bf16: Dtype.BF16, f16: Dtype.F16 } as const;
+const ACK_BYTES = 24;
+
+/** One collective in flight on this rank. */
+interface Op {
+  kind: Kind;
+  step: number;
+  seq: number;
+  dtype: Dtype;
+  spans: Span[];
+  per: number;
+  total: number;
+  buf: Float32Array;
+  /** First seen-bit index of each segment's chunks; phase p's bits start at p * chunksTotal. */
+  chunkBase: number[];
+  chunksTotal: number;
+  seen: Uint8Array;
+  expected: number;
+  received: number;
+  flags: number;
+  /** Credit window towards the successor. */
+  sent: number;
+  acked: number;
+  queue: Uint8Array[];
+  subject: string;
+  /** Bytes consumed from the predecessor, and how many of them were acknowledged. */
+  consumed: number;
+  ackedToPred: number;
+  timer?: NodeJS.Timeout;
+  started: number;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+/** Opens this rank's end of the ring (subscribes at once, so chunks sent before the first call are kept). */
+export function openRing(nc: NatsConnection, membership: RingMembership, options: Partial<z.input<typeof CollectiveOptions>> = {}): Ring {
+  return new Ring(nc, membership, validate(CollectiveOptions, options, 'collective options', 'transport'));
+}
+
+export class Ring {
+  readonly run: string;
+  readonly generation: number;
+  readonly rank: number;
+  readonly world: number;
+  private readonly runId: number;
+  private readonly succ: number;
+  private readonly pred: number;
+  private readonly dataSub: Subscription;
+  private readonly ackSub: Subscription;
+  private op?: Op;
+  /** Last started (step, seq); chunks at or before it (other than the current op's) are stale. */
+  private last = { step: -1, seq: -1 };
+  /** Chunks of a collective this rank has not started yet (its predecessor is ahead by one). */
+  private early: { step: number; seq: number; msg: Uint8Array }[] = [];
+  private earlyBytes = 0;
+  private closed = false;
+  private readonly counters: RingStats = { rejected: {}, bytesSent: 0, bytesReceived: 0, collectives: 0 };
+
+  constructor(
+    private readonly nc: NatsConnection,
+    m: RingMembership,
+    readonly options: CollectiveOptions,
+  ) {
+    if (!/^[A-Za-z0-9_-]+$/.test(m.run)) throw new RangeError(`run id ${JSON.stringify(m.run)} must be letters, digits, '-' or '_' (it is a NATS subject token)`);
+    if (!Number.isInteger(m.world) || m.world < 1 || m.world > 0xffff) throw new RangeError(`world size must be 1…65535, got ${m.world}`);
+    if (!Number.isInteger(m.rank) || m.rank < 0 || m.rank >= m.world) throw new RangeError(`rank must be 0…${m.world - 1}, got ${m.rank}`);
+    if (!Number.isInteger(m.generation) || m.generation < 0) throw new RangeError(`generation must be a non-negative integer, got ${m.generation}`);
+    this.run = m.run;
+    this.generation = m.generation;
+    this.rank = m.rank;
+    this.world = m.world;
+    this.runId = runHash(m.run);
+    this.succ = (m.rank + 1) % m.world;
+    this.pred = (m.rank + m.world - 1) % m.world;
+    this.dataSub = nc.subscribe(`easel.${m.run}.*.*.*.${m.rank}`, { callback: (err, msg) => !err && this.onChunk(msg.data) });
+    this.ackSub = nc.subscribe(`easel.${m.run}.*.*.*.${m.rank}.ack`, { callback: (err, msg) => !err && this.onAck(msg.data) });
+  }
+
+  /**
+   * The element-wise mean of every rank's `values` (same length everywhere), bit-identical on all ranks.
+   * `step` must not decrease between calls; several collectives in one step are told apart by call order.
+   */
+  async allReduce(values: Float32Array, { step }: { step: number }): Promise<AllReduceResult> {
+    const t0 = performance.now();
+    const buf = new Float32Array(values);
+    if (this.world === 1) {
+      let bad = false;
+      for (let i = 0; i < buf.length; i++) if (buf[i] - buf[i] !== 0) bad = true;
+      return { values: buf, nonFinite: bad, seconds: (performance.now() - t0) / 1000 };
+    }
+    const dtype = WIRE_DTYPE[this.options.wire];
+    const op = await this.run_(Kind.AllReduce, step, dtype, segmentSpans(buf.length, this.world), buf);
+    return { values: buf, nonFinite: (op.flags & FLAG_NONFINITE) !== 0, seconds: (performance.now() - t0) / 1000 };
+  }
+
+  /** Every rank's `own` (same length everywhere), concatenated in rank order. Exact (float32 on the wire). */
+  async allGather(own: Float32Array, { step }: { step: number }): Promise<Float32Array> {
+    const buf = new Float32Array(own.length * this.world);
+    buf.set(own, own.length * this.rank);
+    if (this.world > 1) await this.run_(Kind.AllGather, step, Dtype.F32, blockSpans(own.length, this.world), buf);
+    return buf;
+  }
+
+  /** Rank 0's `values` on every rank: rank 0 passes its data, the others a buffer of the same length to fill. */
+  async broadcast(values: Float32Array, { step }: { step: number }): Promise<Float32Array> {
+    if (this.world > 1) {
+      const spans = [{ offset: 0, length: values.length }, ...Array.from({ length: this.world - 1 }, () => ({ offset: values.length, length: 0 }))];
+      await this.run_(Kind.Broadcast, step, Dtype.F32, spans, values);
+    }
+    return values;
+  }
+
+  /** Rejected-chunk counters by reason, and bytes moved. */
+  stats(): RingStats {
+    return structuredClone(this.counters);
+  }
+
+  /** Abandons the collective in flight (it rejects with CollectiveAbortedError). */
+  abort(reason = 'aborted'): void {
+    if (this.op) this.finish(this.op, new CollectiveAbortedError(`${this.describe(this.op)} ${reason}`));
+  }
+
+  /** Aborts what is in flight and unsubscribes. The connection stays open (it is the caller's). */
+  close(): void {
+    if (this.closed) return;
+    this.abort('abandoned: ring closed');
+    this.closed = true;
+    this.dataSub.unsubscribe();
+    this.ackSub.unsubscribe();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  private run_(kind: Kind, step: number, dtype: Dtype, spans: Span[], buf: Float32Array): Promise<Op> {
+    if (this.closed) return Promise.reject(new CollectiveAbortedError('ring is closed'));
+    if (this.op) return Promise.reject(new Error(`${this.describe(this.op)} is still in flight: collectives on one ring run one at a time`));
+    if (!Number.isInteger(step) || step < 0 || step > 0xffffffff) return Promise.reject(new RangeError(`step must be a 32-bit non-negative integer, got ${step}`));
+    if (step < this.last.step) return Promise.reject(new RangeError(`step ${step} is before the last collective's step ${this.last.step}`));
+    if (buf.length > 0xffffffff) return Promise.reject(new RangeError(`${buf.length} elements do not fit a chunk header`));
+    const seq = step === this.last.step ? this.last.seq + 1 : 0;
+    this.last = { step, seq };
+    this.counters.collectives++;
+    const per = elementsPerChunk(maxPayload(this.nc), BYTES_PER_ELEMENT[dtype], this.options.maxChunkBytes);
+    const counts = spans.map((s) => chunkCount(s.length, per));
+    const chunkBase: number[] = [];
+    let chunksTotal = 0;
+    for (const c of counts) {
+      chunkBase.push(chunksTotal);
+      chunksTotal += c;
+    }
+    // What this rank receives: in reduce-scatter every segment but (rank-1)'s, in all-gather every segment it does not own.
+    let expected = 0;
+    for (let s = 0; s < this.world; s++) {
+      if (kind === Kind.AllReduce && s !== this.mod(this.rank - 1)) expected += counts[s];
+      if (s !== this.rank) expected += counts[s];
+    }
+    return new Promise<Op>((resolve, reject) => {
+      const op: Op = {
+        kind,
+        step,
+        seq,
+        dtype,
+        spans,
+        per,
+        total: buf.length,
+        buf,
+        chunkBase,
+        chunksTotal,
+        seen: new Uint8Array(2 * chunksTotal),
+        expected,
+        received: 0,
+        flags: 0,
+        sent: 0,
+        acked: 0,
+        queue: [],
+        subject: `easel.${this.run}.g${this.generation}.s${step}.${KIND_TOKEN[kind]}${seq}.${this.succ}`,
+        consumed: 0,
+        ackedToPred: 0,
+        started: performance.now(),
+        resolve: () => resolve(op),
+        reject,
+      };
+      this.op = op;
+      this.touch(op);
+      if (kind === Kind.AllReduce) {
+        // Hop 0 of reduce-scatter: this rank starts segment rank-1's sum with its own values.
+        const s = this.mod(this.rank - 1);
+        for (let c = 0; c < counts[s]; c++) this.sendChunk(op, Phase.ReduceScatter, 0, s, c);
+      } else {
+        for (let c = 0; c < counts[this.rank]; c++) this.sendChunk(op, Phase.AllGather, 0, this.rank, c);
+      }
+      // Chunks that arrived before this call.
+      const mine = this.early.filter((e) => e.step === step && e.seq === seq);
+      this.early = this.early.filter((e) => !(e.step === step && e.seq === seq));
+      for (const e of mine) {
+        this.earlyBytes -= e.msg.byteLength;
+        if (this.op === op) this.onChunk(e.msg);
+      }
+      this.maybeDone(op);
+    });
+  }
+
+  private mod(x: number): number {
+    return ((x % this.world) + this.world) % this.world;
+  }
+
+  private describe(op: Op): string {
+    return `${Kind[op.kind]} of step ${op.step}${op.seq ? ` (#${op.seq})` : ''} on rank ${this.rank}/${this.world} generation ${this.generation}`;
+  }
+
+  private reject(reason: RejectReason, detail: string): void {
+    this.counters.rejected[reason] = (this.counters.rejected[reason] ?? 0) + 1;
+    log.warn('chunk rejected', { reason, detail, run: this.run, generation: this.generation, rank: this.rank });
+  }
+
+  private onChunk(msg: Uint8Array): void {
+    let h: ChunkHeader;
+    try {
+      h = decodeHeader(msg, this.options.checksum);
+    } catch (err) {
+      if (err instanceof MalformedChunk) return this.reject(err.reason, err.message);
+      throw err;
+    }
+    if (h.run !== this.runId) return this.reject('foreign-run', `run hash ${h.run} ≠ ${this.runId}`);
+    if (h.generation < this.generation) return this.reject('stale-generation', `generation ${h.generation} < ${this.generation}`);
+    if (h.generation > this.generation) return this.reject('future-generation', `generation ${h.generation} > ${this.generation}`);
+    const op = this.op;
+    if (!op || h.step !== op.step || h.seq !== op.seq) {
+      const ahead = h.step > this.last.step || (h.step === this.last.step && h.seq > this.last.seq);
+      if (!ahead) return this.reject('stale-step', `step ${h.step} #${h.seq} is done here (last started: step ${this.last.step} #${this.last.seq})`);
+      if (this.earlyBytes + msg.byteLength > 4 * this.options.windowBytes) return this.reject('overflow', `too many chunks ahead of this rank (step ${h.step})`);
+      this.early.push({ step: h.step, seq: h.seq, msg });
+      this.earlyBytes += msg.byteLength;
+      return;
+    }
+    this.accept(op, h, msg);
+  }
+
+  /** Checks a chunk of the current collective against what this rank expects, then adds/stores and forwards it. */
+  private accept(op: Op, h: ChunkHeader, msg: Uint8Array): void {
+    if (h.kind !== op.kind) return this.reject('wrong-kind', `${Kind[h.kind]} chunk for a ${Kind[op.kind]}`);
+    if (h.from !== this.pred) return this.reject('wrong-sender', `from rank ${h.from}, expected ${this.pred}`);
+    if (h.dtype !== op.dtype) return this.reject('wrong-dtype', `${Dtype[h.dtype]} on the wire, expected ${Dtype[op.dtype]}`);
+    const rsPhase = h.phase === Phase.ReduceScatter;
+    if (rsPhase && op.kind !== Kind.AllReduce) return this.reject('wrong-sequence', 'reduce-scatter chunk in a gather');
+    // Segment s reaches rank r at hop k: reduce-scatter s = r-2-k, gather s = r-1-k (mod W); no segment comes back.
+    const seg = this.mod(this.rank - (rsPhase ? 2 : 1) - h.hop);
+    if (h.hop > this.world - 2 || h.segment !== seg) return this.reject('wrong-sequence', `segment ${h.segment} at hop ${h.hop} (${Phase[h.phase]}), expected segment ${seg}`);
+    const span = op.spans[h.segment];
+    const chunks = chunkCount(span.length, op.per);
+    if (h.total !== op.total || h.chunks !== chunks || h.chunk >= chunks) {
+      return this.reject('wrong-layout', `chunk ${h.chunk}/${h.chunks} of a ${h.total}-element vector, expected ${chunks} chunks of a ${op.total}-element vector`);
+    }
+    const cs = chunkSpan(span, h.chunk, op.per);
+    if (h.offset !== cs.offset || h.length !== cs.length) return this.reject('wrong-layout', `elements ${h.offset}+${h.length}, expected ${cs.offset}+${cs.length}`);
+    const bit = h.phase * op.chunksTotal + op.chunkBase[h.segment] + h.chunk;
+    if (op.seen[bit]) return this.reject('duplicate', `chunk ${h.chunk} of segment ${h.segment} (${Phase[h.phase]}) again`);
+    op.seen[bit] = 1;
+    op.received++;
+    this.counters.bytesReceived += msg.byteLength;
+    op.consumed += msg.byteLength;
+    this.touch(op);
+
+    const body = this.decodeBody(op.dtype, msg);
+    const dst = op.buf.subarray(cs.offset, cs.offset + cs.length);
+    const last = h.hop === this.world - 2;
+    if (rsPhase) {
+      for (let i = 0; i < dst.length; i++) dst[i] += body[i];
+      if (!last) {
+        this.sendChunk(op, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk);
+      } else {
+        // This rank owns the segment: its final bytes are the ones every rank will hold.
+        const w = this.world;
+        for (let i = 0; i < dst.length; i++) dst[i] /= w;
+        if (op.dtype === Dtype.BF16) decodeBf16(encodeBf16(dst), dst);
+        if (op.dtype === Dtype.F16) decodeF16(encodeF16(dst), dst);
+        for (let i = 0; i < dst.length; i++) if (dst[i] - dst[i] !== 0) op.flags |= FLAG_NONFINITE;
+        this.sendChunk(op, Phase.AllGather, 0, h.segment, h.chunk);
+      }
+    } else {
+      dst.set(body);
+      op.flags |= h.flags;
+      if (!last) this.sendChunk(op, Phase.AllGather, h.hop + 1, h.segment, h.chunk, h.flags);
+    }
+    this.ackPredecessor(op, op.received === op.expected);
+    this.maybeDone(op);
+  }
+
+  private decodeBody(dtype: Dtype, msg: Uint8Array): Float32Array {
+    const n = (msg.byteLength - HEADER_BYTES) / BYTES_PER_ELEMENT[dtype];
+    if (dtype === Dtype.F32) {
+      // Copy when the body is not 4-byte aligned in its buffer (Float32Array views need alignment).
+      const at = msg.byteOffset + HEADER_BYTES;
+      return at % 4 === 0 ? new Float32Array(msg.buffer, at, n) : new Float32Array(msg.slice(HEADER_BYTES).buffer);
+    }
+    const half = new Uint16Array(msg.slice(HEADER_BYTES).buffer);
+    return dtype === Dtype.BF16 ? decodeBf16(half) : decodeF16(half);
+  }
+
+  private encodeBody(dtype: Dtype, values: Float32Array): Uint16Array {
+    return dtype === Dtype.BF16 ? encodeBf16(values) : encodeF16(values);
+  }
+
+  /** Builds chunk `chunk` of `segment` from op.buf and sends it to the successor (or queues it behind the window). */
+  private sendChunk(op: Op, phase: Phase, hop: number, segment: number, chunk: number, flags = op.flags): void {
+    const cs = chunkSpan(op.spans[segment], chunk, op.per);
+    const values = op.buf.subarray(cs.offset, cs.offset + cs.length);
+    // The final values of an all-reduce travel in the wire dtype too; everything else of a gather is float32.
+    const dtype = op.dtype;
+    const msg = new Uint8Array(HEADER_BYTES + cs.length * BYTES_PER_ELEMENT[dtype]);
+    const body = msg.subarray(HEADER_BYTES);
+    if (dtype === Dtype.F32) new Float32Array(msg.buffer, HEADER_BYTES, cs.length).set(values);
+    else body.set(new Uint8Array(this.encodeBody(dtype, values).buffer));
+    encodeHeader(
+      {
+        kind: op.kind,
+        phase,
+        dtype,
+        run: this.runId,
+        generation: this.generation,
+        step: op.step,
+        seq: op.seq,
+        flags,
+        from: this.rank,
+        hop,
+        segment,
+        chunk,
+        chunks: chunkCount(op.spans[segment].length, op.per),
+        offset: cs.offset,
+        length: cs.length,
+        total: op.total,
+        checksum: this.options.checksum ? bodyChecksum(body) : 0,
+      },
+      msg,
+    );
+    op.queue.push(msg);
+    this.pump(op);
+  }
+
+  /** Publishes queued chunks while the successor's credit window allows. */
+  private pump(op: Op): void {
+    const window = this.options.windowBytes;
+    while (op.queue.length > 0) {
+      const msg = op.queue[0];
+      // Always let one chunk through an empty window, so a window smaller than a chunk cannot stall.
+      if (op.sent - op.acked > 0 && op.sent - op.acked + msg.byteLength > window) return;
+      op.queue.shift();
+      op.sent += msg.byteLength;
+      this.counters.bytesSent += msg.byteLength;
+      this.nc.publish(op.subject, msg);
+    }
+  }
+
+  private ackPredecessor(op: Op, force: boolean): void {
+    if (!force && op.consumed - op.ackedToPred < this.options.windowBytes / 4) return;
+    op.ackedToPred = op.consumed;
+    const ack = new Uint8Array(ACK_BYTES);
+    const dv = new DataView(ack.buffer);
+    dv.setUint32(0, this.runId, true);
+    dv.setUint32(4, this.generation, true);
+    dv.setUint32(8, op.step, true);
+    dv.setUint16(12, op.seq, true);
+    dv.setUint16(14, op.kind, true);
+    dv.setFloat64(16, op.consumed, true);
+    this.nc.publish(`easel.${this.run}.g${this.generation}.s${op.step}.${KIND_TOKEN[op.kind]}${op.seq}.${this.pred}.ack`, ack);
+  }
+
+  private onAck(data: Uint8Array): void {
+    const op = this.op;
+    if (!op || data.byteLength !== ACK_BYTES) return;
+    const dv = new DataView(data.buffer, data.byteOffset, ACK_BYTES);
+    if (dv.getUint32(0, true) !== this.runId || dv.getUint32(4, true) !== this.generation) return;
+    if (dv.getUint32(8, true) !== op.step || dv.getUint16(12, true) !== op.seq || dv.getUint16(14, true) !== op.kind) return;
+    op.acked = Math.max(op.acked, dv.getFloat64(16, true));
+    this.touch(op);
+    this.pump(op);
+    this.maybeDone(op);
+  }
+
+  /** Done once everything expected arrived and everything owed to the successor went out. */
+  private maybeDone(op: Op): void {
+    if (this.op === op && op.received === op.expected && op.queue.length === 0) this.finish(op);
+  }
+
+  private finish(op: Op, err?: Error): void {
+    clearTimeout(op.timer);
+    if (this.op === op) this.op = undefined;
+    if (err) {
+      op.reject(err);
+    } else {
+      log.debug('collective done', { kind: Kind[op.kind], step: op.step, seq: op.seq, ms: Math.round(performance.now() - op.started) });
+      op.resolve();
+    }
+  }
+
+  /** (Re)arms the no-progress timer. */
+  private touch(op: Op): void {
+    clearTimeout(op.timer);
+    op.timer = setTimeout(() => {
+      const detail = { kind: Kind[op.kind], step: op.step, seq: op.seq, received: op.received, expected: op.expected, waitingFor: this.pred };
+      const queued = op.queue.length ? `, ${op.queue.length} chunks waiting for rank ${this.succ}'s acknowledgement` : '';
+      this.finish(
+        op,
+        new CollectiveTimeoutError(
+          `${this.describe(op)} made no progress for ${this.options.timeoutMs} ms: received ${op.received}/${op.expected} chunks from rank ${this.pred}${queued}`,
+          detail,
+        ),
+      );
+    }, this.options.timeoutMs);
+  }
+}
