@@ -58,11 +58,14 @@ export async function run(argv: string[]): Promise<number> {
   const config = validate(FilterConfig, raw, 'filter settings');
 
   // Loaded only now, so --help and argument errors answer without loading sharp and the language models.
-  const [{ filterDataset, STATS_KEY }, { progressDisplay }, { loadLanguageDetector }] = await Promise.all([
+  const [{ filterDataset, STATS_KEY }, { progressDisplay }, { loadLanguageDetector }, { default: sharp }] = await Promise.all([
     import('../data/filter/run.ts'),
     import('../data/filter/progress.ts'),
     import('../data/language.ts'),
+    import('sharp'),
   ]);
+  // Every image is decoded once, so libvips' operation cache would only hold memory.
+  sharp.cache(false);
   const [input, output, language] = await Promise.all([openStore(flags.in), openStore(flags.out), loadLanguageDetector()]);
   const display = progressDisplay(process.stderr, log);
   try {
