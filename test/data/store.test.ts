@@ -7,7 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createServer as createHttpServer, request as httpRequest } from 'node:http';
+import { once } from 'node:events';
 import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
 import { S3Client, HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { FileStore } from '../../src/data/store/file.ts';
 import { S3Store, parseS3Url } from '../../src/data/store/s3.ts';
@@ -361,6 +364,43 @@ describe('S3 store specifics', () => {
     }
   });
 
+  test('a server answering 503 or 500 now and then is retried until the request succeeds', async () => {
+    const url = await createTestBucket(rgw, 'flaky');
+    let n = 0;
+    // Every third request fails: a SlowDown before the first GetObject, an InternalError mid multipart upload…
+    const proxy = await faultyProxy(new URL(rgw.endpoint).port, () => (++n % 3 === 1 ? (n % 2 ? 503 : 500) : undefined));
+    const store = S3Store.fromUrl(url, { endpoint: `http://127.0.0.1:${proxy.port}`, partSize: PART, retry: { baseDelayMs: 1 } });
+    try {
+      const data = randomBytes(2 * PART + 1);
+      const logs = await captureStderr(async () => {
+        await store.put('obj', data);
+        assert.equal(sha(await store.getBytes('obj')), sha(data));
+        assert.deepEqual(await listKeys(store), ['obj']);
+      });
+      assert.ok(proxy.failed() >= 3, `only ${proxy.failed()} failures injected`);
+      assert.equal(logs.match(/retrying S3/g)?.length, proxy.failed(), logs);
+      assert.match(logs, /HTTP 503/);
+      assert.match(logs, /HTTP 500/);
+    } finally {
+      await store.close();
+      proxy.close();
+    }
+  });
+
+  test('closing the store ends its open downloads with a clear error, without retrying them', async () => {
+    const url = await createTestBucket(rgw, 'close');
+    const store = S3Store.fromUrl(url);
+    await store.put('k', randomBytes(3 * MiB));
+    const stream = await store.get('k');
+    await once(stream, 'data');
+    stream.pause();
+    const logs = await captureStderr(async () => {
+      await store.close();
+      await assert.rejects(buffer(stream), /the store was closed during a download/);
+    });
+    assert.doesNotMatch(logs, /resuming/);
+  });
+
   test('credentials never appear in error messages or logs', async () => {
     const url = await createTestBucket(rgw, 'creds');
     const savedLog = process.env.EASEL_LOG;
@@ -441,5 +481,33 @@ async function cuttingProxy(port: string, limit: number): Promise<{ port: number
       for (const s of sockets) s.destroy();
       server.close();
     },
+  };
+}
+
+/** An HTTP proxy to 127.0.0.1:`port` that answers a request with the status `fault()` returns, if any. */
+async function faultyProxy(port: string, fault: () => number | undefined): Promise<{ port: number; failed(): number; close(): void }> {
+  let failed = 0;
+  const server = createHttpServer((req, res) => {
+    const status = fault();
+    if (status) {
+      failed++;
+      req.resume();
+      const code = status === 503 ? 'SlowDown' : 'InternalError';
+      res.writeHead(status, { 'content-type': 'application/xml', connection: 'close' });
+      res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>injected</Message></Error>`);
+      return;
+    }
+    const up = httpRequest({ host: '127.0.0.1', port: Number(port), method: req.method, path: req.url, headers: req.headers }, (upRes) => {
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.pipe(res);
+    });
+    up.on('error', () => res.destroy());
+    req.pipe(up);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as { port: number }).port,
+    failed: () => failed,
+    close: () => server.close(),
   };
 }

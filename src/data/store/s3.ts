@@ -84,6 +84,9 @@ export class S3Store implements ObjectStore {
   private readonly client: S3Client;
   private readonly cfg: S3StoreConfig;
   private lastHost: string | undefined;
+  /** Downloads still open, ended by close(). */
+  private readonly open = new Set<Readable>();
+  private closed = false;
 
   constructor(
     readonly bucket: string,
@@ -185,7 +188,10 @@ export class S3Store implements ObjectStore {
       if (cause?.name === 'InvalidRange' || cause?.$metadata?.httpStatusCode === 416) return Readable.from([]);
       throw err;
     }
-    return Readable.from(this.resumingBody(key, Key, res), { objectMode: false });
+    const stream = Readable.from(this.resumingBody(key, Key, res), { objectMode: false });
+    this.open.add(stream);
+    stream.once('close', () => this.open.delete(stream));
+    return stream;
   }
 
   /**
@@ -208,6 +214,7 @@ export class S3Store implements ObjectStore {
         throw Object.assign(new Error(`connection closed ${span.end + 1 - next} bytes early`), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
       } catch (err) {
         failures++;
+        if (this.closed) throw new Error(`${this.where(key)}: the store was closed during the download`, { cause: err });
         if (!isRetryable(err) || failures >= this.cfg.retry.maxAttempts) throw await this.failure(`GetObject (body, after ${failures} attempts)`, key, err);
         log.warn('resuming an interrupted S3 download', { object: this.where(key), at: next, error: await this.redact(describeError(err)) });
         res = await this.call('GetObject (resume)', key, () =>
@@ -331,6 +338,8 @@ export class S3Store implements ObjectStore {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    for (const stream of this.open) stream.destroy(new Error(`${this.url}: the store was closed during a download`));
     this.client.destroy();
   }
 }
