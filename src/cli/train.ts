@@ -4,7 +4,9 @@
 import { parseFlags, UsageError } from './args.ts';
 
 const HELP = `usage: easel train --config <run.yaml> [--resume latest|<checkpoint url>] [--out <checkpoint url>] [--stop-at <step>]
+       easel train --describe
 
+  --describe lists every run-file key with its default and description
   --config   the run file (YAML; see examples/demo.yaml); every key is optional and has a default
   --resume   continue from the latest checkpoint under checkpoint.url ('latest'; starts fresh if there is none)
              or from one checkpoint URL (a folder with manifest.json, or a checkpoint root with latest.json)
@@ -14,11 +16,16 @@ const HELP = `usage: easel train --config <run.yaml> [--resume latest|<checkpoin
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(
     argv,
-    { config: { type: 'string' }, resume: { type: 'string' }, out: { type: 'string' }, 'stop-at': { type: 'string' } },
+    { config: { type: 'string' }, describe: { type: 'boolean' }, resume: { type: 'string' }, out: { type: 'string' }, 'stop-at': { type: 'string' } },
     HELP,
   );
   if (!parsed) return 0;
   const { values } = parsed;
+  if (values.describe) {
+    const { describeRunConfig } = await import('../trainer/config.ts');
+    console.log(describeRunConfig());
+    return 0;
+  }
   if (!values.config) throw new UsageError(`--config is required\n\n${HELP}`);
   let stopAtStep: number | undefined;
   if (values['stop-at'] !== undefined) {

@@ -46,7 +46,7 @@ export const RunConfig = z
     logEvery: z.number().int().positive().default(10).describe('log loss and samples/s every N steps'),
     data: z
       .strictObject({
-        train: z.string().min(1).default('./data/train').describe('store URL (file://, s3:// or path) holding the training shards (*.tar)'),
+        train: z.string().min(1).default('./data/train').describe('store URL (file://, s3:// or path) holding the training shards (NNNNN.tar directly under it)'),
         eval: z.string().min(1).optional().describe('store URL of held-out shards for `easel eval` (not read by training)'),
         imageSize: z.number().int().min(8).default(32).describe('side of the square images fed to the models, in pixels'),
         batchSize: z.number().int().positive().default(32).describe('examples per step, unless a stage overrides it'),
@@ -123,4 +123,23 @@ export async function loadRunConfig(path: string): Promise<RunConfig> {
 /** The batch size a stage trains with. */
 export function stageBatchSize(config: RunConfig, stage: StageName): number {
   return config.stages[stage].batchSize ?? config.data.batchSize;
+}
+
+/** Every key of the run file with its default and description, one per line (`easel train --describe`). */
+export function describeRunConfig(): string {
+  const lines: string[] = [];
+  const walk = (schema: Record<string, any>, path: string) => {
+    for (const [key, prop] of Object.entries<Record<string, any>>(schema.properties ?? {})) {
+      const p = path ? `${path}.${key}` : key;
+      if (prop.type === 'object' && prop.properties) {
+        lines.push(`${p}:  ${prop.description ?? ''}`);
+        walk(prop, p);
+      } else {
+        const dflt = prop.default === undefined ? '(optional)' : JSON.stringify(prop.default);
+        lines.push(`${p} = ${dflt}  ${prop.description ?? ''}`);
+      }
+    }
+  };
+  walk(z.toJSONSchema(RunConfig, { io: 'input', unrepresentable: 'any' }) as Record<string, any>, '');
+  return lines.join('\n');
 }

@@ -56,7 +56,7 @@ interface Progress {
 
 export interface TrainResult {
   models: Models;
-  ema: { prior: Ema; decoder: Ema };
+  ema: RunEma;
   globalStep: number;
   /** True when every stage ran to its budget (false: stopped early by stopAtStep or the signal). */
   finished: boolean;
@@ -64,6 +64,22 @@ export interface TrainResult {
   lastCheckpoint: string | undefined;
   /** Frees the models and EMA weights. */
   dispose(): void;
+}
+
+export type RunEma = { prior: Ema; decoder: Ema };
+
+/** Every tensor a checkpoint holds, under its checkpoint name: "clip.…", "prior.…", "decoder.…", "ema.prior.…". */
+export function runWeights(models: Models, ema: RunEma): [string, tf.Tensor][] {
+  const weights: [string, tf.Tensor][] = [];
+  for (const s of STAGES) for (const [n, v] of models[s].params()) weights.push([`${s}.${n}`, v]);
+  for (const s of ['prior', 'decoder'] as const) for (const [n, v] of ema[s].shadow) weights.push([`ema.${s}.${n}`, v]);
+  return weights;
+}
+
+/** The inverse of runWeights: loads a checkpoint's weights and EMA into a run's models. */
+export function restoreRunWeights(models: Models, ema: RunEma, ckpt: CheckpointData): void {
+  for (const s of STAGES) assignWeights(models[s].params(), ckpt.weights, `${s}.`);
+  for (const s of ['prior', 'decoder'] as const) assignWeights(ema[s].shadow, ckpt.weights, `ema.${s}.`);
 }
 
 /** The URL a resume option points at. */
@@ -105,9 +121,7 @@ export async function train(config: RunConfig, opts: TrainOptions = {}): Promise
   const progress: Progress = { stage: 0, stageStep: 0, globalStep: 0, cursor: null, skipped: {}, loss: {} };
   if (resumed) {
     const m = resumed.manifest;
-    for (const s of STAGES) assignWeights(models[s].params(), resumed.weights, `${s}.`);
-    assignWeights(ema.prior.shadow, resumed.weights, 'ema.prior.');
-    assignWeights(ema.decoder.shadow, resumed.weights, 'ema.decoder.');
+    restoreRunWeights(models, ema, resumed);
     Object.assign(progress, {
       stage: STAGES.indexOf(m.stage as StageName),
       stageStep: m.stage_step,
@@ -138,12 +152,9 @@ export async function train(config: RunConfig, opts: TrainOptions = {}): Promise
       loss: progress.loss,
       config,
     };
-    const weights: [string, tf.Tensor][] = [];
-    for (const s of STAGES) for (const [n, v] of models[s].params()) weights.push([`${s}.${n}`, v]);
-    for (const s of ['prior', 'decoder'] as const) for (const [n, v] of ema[s].shadow) weights.push([`ema.${s}.${n}`, v]);
     lastCheckpoint = await writeCheckpoint(
       ckptStore,
-      { manifest, weights, optimizer: optimizer ? { optimizer, params: stageParams(models, stage) } : undefined },
+      { manifest, weights: runWeights(models, ema), optimizer: optimizer ? { optimizer, params: stageParams(models, stage) } : undefined },
       config.checkpoint.keep,
     );
     lastSaved = performance.now();

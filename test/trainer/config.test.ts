@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../../src/cli/args.ts';
-import { loadRunConfig, parseRunConfig, RunConfig, stageBatchSize } from '../../src/trainer/config.ts';
+import { describeRunConfig, loadRunConfig, parseRunConfig, RunConfig, stageBatchSize } from '../../src/trainer/config.ts';
 
 test('an empty run file is a complete config: every field has a default', () => {
   const c = parseRunConfig({});
@@ -83,4 +83,11 @@ test('run files load from YAML; syntax errors and bad fields name the file', asy
 test('examples/demo.yaml is a valid run file', async () => {
   const c = await loadRunConfig('examples/demo.yaml');
   assert.equal(c.name, 'demo');
+});
+
+test('--describe lists every key with its default and description', () => {
+  const text = describeRunConfig();
+  assert.match(text, /^checkpoint\.everySteps = 100 {2}write a checkpoint every N steps/m);
+  assert.match(text, /^stages\.decoder\.model\.channelMults = \[1,2,4\] {2}/m);
+  assert.match(text, /^data\.eval = \(optional\) {2}/m);
 });
