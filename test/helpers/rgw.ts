@@ -161,7 +161,9 @@ async function startOnce(opts: StartRgwOptions): Promise<Rgw> {
   const pids: number[] = [];
   const conf = join(dir, 'ceph.conf');
   const fsid = randomUUID();
-  const [monPort, rgwPort] = [await freePort(), await freePort()];
+  const monPort = await freePort();
+  let rgwPort = await freePort();
+  while (rgwPort === monPort) rgwPort = await freePort();
   writeFileSync(conf, cephConf(dir, fsid, monPort, rgwPort));
   const deadline = Date.now() + timeoutMs;
   const accessKeyId = `EASEL${randomBytes(8).toString('hex').toUpperCase()}`;
