@@ -1,5 +1,6 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/model/backend.ts';
@@ -114,4 +115,31 @@ test('loadCheckpoint gives the trained CLIP and the EMA prior and decoder (or th
     const live = await loadCheckpoint(join(dir, 'ckpt'), { weights: 'live' });
     assertSameWeights(bytesOf(live.models.decoder.params(), 'decoder.'), pick('decoder.'));
     for (const x of [r, ema, live]) x.dispose();
+  }));
+
+test('aborting finishes the current step, writes a checkpoint, and resuming from it completes the run', () =>
+  withTempDir(async (dir) => {
+    await writeTinyDataset(join(dir, 'data'));
+    const cfg = tinyConfig(join(dir, 'data'), join(dir, 'ckpt'), { clip: 4, prior: 0, decoder: 0 });
+    const abort = new AbortController();
+    const r = await train(cfg, { signal: abort.signal, onStep: (s) => s.globalStep === 1 && abort.abort() });
+    assert.equal(r.finished, false);
+    assert.equal(r.globalStep, 1);
+    assert.match(r.lastCheckpoint!, /step-000000001$/);
+    r.dispose();
+    const rest = await train(cfg, { resume: 'latest' });
+    assert.equal(rest.finished, true);
+    assert.equal(rest.globalStep, 4);
+    rest.dispose();
+  }));
+
+test('with everyMinutes elapsed, a checkpoint is written after every step', () =>
+  withTempDir(async (dir) => {
+    await writeTinyDataset(join(dir, 'data'));
+    const cfg = tinyConfig(join(dir, 'data'), join(dir, 'ckpt'), { clip: 3, prior: 0, decoder: 0 });
+    cfg.checkpoint = { ...cfg.checkpoint, everySteps: 0, everyMinutes: 1e-9, keep: 10 };
+    const r = await train(cfg);
+    const written = (await readdir(join(dir, 'ckpt'))).filter((f) => f.startsWith('step-')).sort();
+    assert.deepEqual(written, ['step-000000001', 'step-000000002', 'step-000000003']);
+    r.dispose();
   }));
