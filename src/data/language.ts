@@ -5,7 +5,6 @@
 // All three models ship inside their npm packages, so detection works offline.
 import { getLIDModel } from 'fasttext.wasm.js';
 import { loadModule } from 'cld3-asm';
-import { eld } from 'eld/large';
 
 export interface LanguageDetector {
   /** Most likely language of `text` as an ISO 639-1 code ('en'), or 'und' when undetermined. */
@@ -41,8 +40,9 @@ interface Cld3Identifier {
 
 /**
  * ELD names the language; fastText lid.176 (giving it probability ≥ FASTTEXT_CONFIRMS) or, failing that, CLD3 (naming
- * it first) must confirm it. The confidence is the probability the confirming model gave. Unconfirmed → 'und'. `is` stops after ELD when ELD names another language, so the
- * common case of filtering (a caption that is clearly not English) costs one detector.
+ * it first) must confirm it. The confidence is the probability the confirming model gave. Unconfirmed → 'und'.
+ * `is` stops after ELD when ELD names another language, so the common case of filtering (a caption that is clearly
+ * not English) costs one detector.
  */
 export class ConfirmedDetector implements LanguageDetector {
   constructor(
@@ -94,7 +94,8 @@ let loading: Promise<LanguageDetector> | undefined;
 export function loadLanguageDetector(): Promise<LanguageDetector> {
   loading ??= (async () => {
     const loadFastText = async () => (await getLIDModel()).load();
-    const [model, cldFactory] = await Promise.all([loadFastText(), loadModule()]);
+    // eld/large is a 4.5 MB n-gram table: imported here, not at the top, so importing this module stays cheap.
+    const [model, cldFactory, { eld }] = await Promise.all([loadFastText(), loadModule(), import('eld/large')]);
     // CLD3's defaults skip texts under 140 bytes: captions are shorter, so it must look at every byte.
     const cld3 = cldFactory.create(0, 1000);
     return new ConfirmedDetector(model as unknown as FastTextModel, cld3, (t) => eld.detect(t));

@@ -48,6 +48,15 @@ test('detect names the language of real texts from the set and says how sure it 
   assert.ok(d.is(pick('en'), 'EN'), 'language codes are case-insensitive');
 });
 
+test('is(text, lang) agrees with detect(text) on every held-out text, for English and for the text\'s own language', async () => {
+  const d = await loadLanguageDetector();
+  const asDetected = (lang: string) => (lang === 'nb' ? 'no' : lang); // the detectors call Norwegian Bokmål 'no'
+  for (const it of heldOut) {
+    const said = d.detect(it.text).lang;
+    for (const lang of ['en', it.lang]) assert.equal(d.is(it.text, lang), said === asDetected(lang), `${lang}: ${it.text}`);
+  }
+});
+
 test('text without letters is undetermined, never English', async () => {
   const d = await loadLanguageDetector();
   for (const t of ['', '   ', '\n\t', '12345', '3.14 + 2 = 5.14', '🎉🐶🌈', '!!! ???', '\u0000\u0007']) {
