@@ -3,6 +3,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
@@ -28,7 +29,18 @@ before(async () => {
 });
 after(async () => {
   restoreEnv?.();
-  await rgw?.stop();
+  if (!rgw) return;
+  await rgw.stop();
+  // The harness itself: stop() leaves no daemon running and no temp dir behind.
+  const alive = rgw.pids.filter((pid) => {
+    try {
+      return process.kill(pid, 0);
+    } catch {
+      return false;
+    }
+  });
+  assert.deepEqual(alive, [], 'RGW daemons still running after stop()');
+  assert.equal(existsSync(rgw.dir), false, `${rgw.dir} left behind`);
 });
 
 /** A readable that yields `data` in odd-sized chunks; it may fail after `failAfter` bytes or wait on `gate` after `gateAt`. */

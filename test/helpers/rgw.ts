@@ -37,6 +37,8 @@ export interface Rgw {
   region: string;
   /** Environment for the AWS SDK (and easel's S3 store) to reach this server; pass it to child processes too. */
   env: Record<string, string>;
+  /** The cluster's temp dir (config, logs, monitor store), removed by stop(). */
+  dir: string;
   /** PIDs of the running daemons (ceph-mon, ceph-osd, radosgw). */
   pids: number[];
   /** Milliseconds from startRgw() until the gateway answered ListBuckets. */
@@ -283,7 +285,7 @@ async function startOnce(opts: StartRgwOptions): Promise<Rgw> {
     AWS_REQUEST_CHECKSUM_CALCULATION: 'WHEN_REQUIRED',
     AWS_RESPONSE_CHECKSUM_VALIDATION: 'WHEN_REQUIRED',
   };
-  return { endpoint, accessKeyId, secretAccessKey, region, env, pids, startupMs: Math.round(performance.now() - t0), stop };
+  return { endpoint, accessKeyId, secretAccessKey, region, env, dir, pids, startupMs: Math.round(performance.now() - t0), stop };
 }
 
 /** Sets process.env so the AWS SDK (and openStore('s3://…')) reaches `rgw`; returns a function restoring the old values. */
