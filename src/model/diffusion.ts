@@ -151,3 +151,15 @@ export function keepMask(batch: number, dropProb: number, uniform: () => number)
   for (let i = 0; i < batch; i++) mask[i] = uniform() < dropProb ? 0 : 1;
   return mask;
 }
+
+/**
+ * Classifier-free-guidance dropout: row i of x where keep[i] = 1, the (learned) null value where keep[i] = 0.
+ * `nul` broadcasts against one row of x (e.g. [D] for x [B, D], [K, C] for x [B, K, C]).
+ */
+export function replaceDropped<T extends tf.Tensor>(x: T, nul: tf.Tensor, keep: Float32Array): T {
+  if (keep.length !== x.shape[0]) throw new Error(`keep mask has ${keep.length} entries for a batch of ${x.shape[0]}`);
+  return tf.tidy(() => {
+    const k = tf.tensor(keep, [keep.length, ...new Array<number>(x.rank - 1).fill(1)]);
+    return tf.add(tf.mul(x, k), tf.mul(nul, tf.sub(1, k)));
+  }) as T;
+}

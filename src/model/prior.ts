@@ -13,7 +13,20 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { z } from 'zod';
 import { Embedding, LayerNorm, Linear, ParamStore, PositionalEmbedding, Transformer, gelu, l2Normalize, timestepEmbedding } from './nn.ts';
-import { alphaBar, classifierFreeGuidance, ddimSigma, ddimStep, epsFromX0, keepMask, makeSchedule, qSample, samplingTimesteps, ScheduleKind, type NoiseSchedule } from './diffusion.ts';
+import {
+  alphaBar,
+  classifierFreeGuidance,
+  ddimSigma,
+  ddimStep,
+  epsFromX0,
+  keepMask,
+  makeSchedule,
+  qSample,
+  replaceDropped,
+  samplingTimesteps,
+  ScheduleKind,
+  type NoiseSchedule,
+} from './diffusion.ts';
 import { PAD, VOCAB_SIZE } from './tokenizer.ts';
 import { Rng } from '../util/rng.ts';
 
@@ -128,23 +141,20 @@ export class DiffusionPrior {
     const cfg = this.config;
     const b = x.shape[0];
     const w = cfg.width;
-    const keepCol = tf.tensor2d(keep, [b, 1]);
-    const mix = <T extends tf.Tensor>(cond: T, nul: tf.Tensor, k: tf.Tensor): T => tf.add(tf.mul(cond, k), tf.mul(nul, tf.sub(1, k))) as T;
     const parts: tf.Tensor3D[] = [];
     let keyMask: tf.Tensor2D | undefined;
     if (this.tokenEmb) {
       const nullTokens = tf.broadcastTo(this.nullTokens!, [b, cfg.contextLength, w]) as tf.Tensor3D;
       if (tokens) {
-        const keep3 = tf.reshape(keepCol, [b, 1, 1]);
-        parts.push(mix(this.tokenEmb.apply(tokens), nullTokens, keep3));
+        parts.push(replaceDropped(this.tokenEmb.apply(tokens), nullTokens, keep));
         // Padding after EOS is ignored; a dropped caption's null tokens are all attended to.
         const notPad = tf.cast(tf.notEqual(tokens, PAD), 'float32');
-        keyMask = tf.concat([mix(notPad, tf.onesLike(notPad), keepCol), tf.ones([b, 4])], 1) as tf.Tensor2D;
+        keyMask = tf.concat([replaceDropped(notPad, tf.onesLike(notPad), keep), tf.ones([b, 4])], 1) as tf.Tensor2D;
       } else {
         parts.push(nullTokens);
       }
     }
-    const text = mix(tf.mul(textEmb, this.scale) as tf.Tensor2D, this.nullTextEmb, keepCol);
+    const text = replaceDropped(tf.mul(textEmb, this.scale) as tf.Tensor2D, this.nullTextEmb, keep);
     const time = this.timeOut.apply(gelu(this.timeIn.apply(timestepEmbedding(tf.tensor1d(Float32Array.from(t)), w))));
     const asToken = (v: tf.Tensor2D) => tf.reshape(v, [b, 1, w]) as tf.Tensor3D;
     parts.push(asToken(this.textIn.apply(text)), asToken(time), asToken(this.imageIn.apply(x)));

@@ -25,6 +25,7 @@ import {
   keepMask,
   makeSchedule,
   qSample,
+  replaceDropped,
   samplingTimesteps,
   ScheduleKind,
   x0FromEps,
@@ -293,8 +294,7 @@ export class Decoder {
     const cfg = this.config;
     const b = imageEmb.shape[0];
     if (imageEmb.shape[1] !== cfg.embedDim) throw new Error(`decoder got image embeddings of width ${imageEmb.shape[1]}, config embedDim is ${cfg.embedDim}`);
-    const keepImg = tf.tensor2d(keepImage, [b, 1]);
-    const emb = tf.add(tf.mul(imageEmb, keepImg), tf.mul(tf.sub(1, keepImg), this.nullImageEmb)) as tf.Tensor2D; // [B, D]
+    const emb = replaceDropped(imageEmb, this.nullImageEmb, keepImage); // [B, D]
     const embAdd = this.imageEmbProj.apply(emb);
     const parts: tf.Tensor3D[] = [];
     if (this.clipTokenProj) parts.push(tf.reshape(this.clipTokenProj.apply(emb), [b, cfg.clipTokens, cfg.contextDim]));
@@ -306,8 +306,7 @@ export class Decoder {
         }
         const x = this.tokenPos!.apply(this.tokenEmb!.apply(tokens));
         const encoded = this.textNorm!.apply(this.text!.apply(x, { causal: true }));
-        const keepCap = tf.tensor3d(keepCaption, [b, 1, 1]);
-        parts.push(tf.add(tf.mul(encoded, keepCap), tf.mul(tf.sub(1, keepCap), nullCaption)));
+        parts.push(replaceDropped(encoded, nullCaption, keepCaption));
       } else {
         parts.push(nullCaption);
       }

@@ -15,6 +15,7 @@ import {
   linearBetaSchedule,
   makeSchedule,
   qSample,
+  replaceDropped,
   samplingTimesteps,
   x0FromEps,
 } from '../../src/model/diffusion.ts';
@@ -177,4 +178,15 @@ test('conditioning keep-masks follow the seed and drop about the asked fraction'
   const dropped = a.reduce((n, v) => n + (v === 0 ? 1 : 0), 0);
   assert.ok(dropped > 70 && dropped < 130, `dropped ${dropped} of 1000`);
   assert.ok(keepMask(50, 0, Math.random).every((v) => v === 1));
+});
+
+test('dropped rows take the null value, kept rows stay, for any rank; a mask of the wrong size is refused', () => {
+  tf.tidy(() => {
+    const x = tf.tensor3d([[[1, 2]], [[3, 4]], [[5, 6]]]); // [3, 1, 2]
+    const out = replaceDropped(x, tf.tensor2d([[-1, -2]]), Float32Array.from([1, 0, 1]));
+    assert.deepEqual(out.arraySync(), [[[1, 2]], [[-1, -2]], [[5, 6]]]);
+    const flat = replaceDropped(tf.tensor2d([[1, 1], [2, 2]]), tf.tensor1d([9, 8]), Float32Array.from([0, 1]));
+    assert.deepEqual(flat.arraySync(), [[9, 8], [2, 2]]);
+    assert.throws(() => replaceDropped(x, tf.zeros([2]), new Float32Array(2)), /keep mask has 2 entries for a batch of 3/);
+  });
 });
