@@ -8,21 +8,9 @@ import { initBackend } from '../../src/model/backend.ts';
 import { openStore } from '../../src/data/store/index.ts';
 import { assignWeights, readCheckpoint, restoreOptimizer, writeCheckpoint, type ManifestInput } from '../../src/trainer/checkpoint.ts';
 import { identityReduce, trainStep } from '../../src/trainer/step.ts';
+import { regression } from './fixtures.ts';
 
 await initBackend();
-
-function regression(seed: number) {
-  const params = new Map<string, tf.Variable>([
-    ['l1.w', tf.variable(tf.randomNormal([4, 8], 0, 0.5, 'float32', seed))],
-    ['l1.b', tf.variable(tf.zeros([8]))],
-    ['l2.w', tf.variable(tf.randomNormal([8, 1], 0, 0.5, 'float32', seed + 1))],
-  ]);
-  const x = tf.randomNormal([16, 4], 0, 1, 'float32', 99);
-  const y = tf.randomNormal([16, 1], 0, 1, 'float32', 98);
-  const p = (k: string) => params.get(k)!;
-  const loss = () => tf.losses.meanSquaredError(y, tf.matMul(tf.relu(tf.add(tf.matMul(x, p('l1.w')), p('l1.b'))), p('l2.w'))) as tf.Scalar;
-  return { params, loss, dispose: () => tf.dispose([...params.values(), x, y]) };
-}
 
 /** Top-level names that hold objects (the file store leaves emptied folders behind; object stores have none). */
 async function entries(dir: string): Promise<string[]> {
@@ -62,7 +50,7 @@ test('weights and Adam state restored from a checkpoint continue training bit fo
   withDir(async (dir) => {
     const step = (m: ReturnType<typeof regression>, opt: tf.Optimizer, lr: number) =>
       trainStep({ params: m.params, loss: m.loss, optimizer: opt, reduce: identityReduce, learningRate: lr, weightDecay: 0.01 });
-    const a = regression(1);
+    const a = regression(1, 90);
     const optA = tf.train.adam(0.01, 0.9, 0.98);
     for (let i = 0; i < 7; i++) await step(a, optA, 0.01 / (i + 1));
 
@@ -72,7 +60,7 @@ test('weights and Adam state restored from a checkpoint continue training bit fo
 
     const ckpt = await readCheckpoint(dir);
     assert.deepEqual(ckpt.manifest.data_cursor, { epoch: 0, shard: 1, sample: 2 });
-    const b = regression(50); // different init: everything must come from the checkpoint
+    const b = regression(50, 90); // other initial weights, same data: everything must come from the checkpoint
     const optB = tf.train.adam(0.01, 0.9, 0.98);
     assignWeights(b.params, ckpt.weights, 'm.');
     await restoreOptimizer(optB, b.params, ckpt.optimizer!);

@@ -1,6 +1,7 @@
-// Shared by the trainer tests: a few dozen synthetic shape images in shards, and a run config with tiny models
-// so a whole CLIP → prior → decoder run takes seconds.
+// Shared by the trainer tests: a few dozen synthetic shape images in shards, a run config with tiny models so a
+// whole CLIP → prior → decoder run takes seconds, and a two-layer regression for the step and checkpoint tests.
 import { mkdtemp, rm } from 'node:fs/promises';
+import * as tf from '@tensorflow/tfjs-core';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore } from '../../src/data/store/index.ts';
@@ -57,4 +58,18 @@ export async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A two-layer regression: a matrix, a bias and a nonlinearity, in milliseconds. Weights from `seed`, data from `dataSeed`. */
+export function regression(seed: number, dataSeed = seed + 2) {
+  const params = new Map<string, tf.Variable>([
+    ['l1.w', tf.variable(tf.randomNormal([4, 8], 0, 0.5, 'float32', seed))],
+    ['l1.b', tf.variable(tf.zeros([8]))],
+    ['l2.w', tf.variable(tf.randomNormal([8, 1], 0, 0.5, 'float32', seed + 1))],
+  ]);
+  const x = tf.randomNormal([16, 4], 0, 1, 'float32', dataSeed);
+  const y = tf.randomNormal([16, 1], 0, 1, 'float32', dataSeed + 1);
+  const p = (k: string) => params.get(k)!;
+  const loss = () => tf.losses.meanSquaredError(y, tf.matMul(tf.relu(tf.add(tf.matMul(x, p('l1.w')), p('l1.b'))), p('l2.w'))) as tf.Scalar;
+  return { params, loss, dispose: () => tf.dispose([...params.values(), x, y]) };
 }

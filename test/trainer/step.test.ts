@@ -5,22 +5,9 @@ import { initBackend } from '../../src/model/backend.ts';
 import { identityReduce, trainStep } from '../../src/trainer/step.ts';
 import { learningRateAt } from '../../src/trainer/schedule.ts';
 import { Ema, emaDecayAt } from '../../src/trainer/ema.ts';
+import { regression } from './fixtures.ts';
 
 await initBackend();
-
-// A two-layer regression: enough to have a matrix, a bias and a nonlinearity, small enough to run in milliseconds.
-function regression(seed: number) {
-  const params = new Map<string, tf.Variable>([
-    ['l1.w', tf.variable(tf.randomNormal([4, 8], 0, 0.5, 'float32', seed))],
-    ['l1.b', tf.variable(tf.zeros([8]))],
-    ['l2.w', tf.variable(tf.randomNormal([8, 1], 0, 0.5, 'float32', seed + 1))],
-  ]);
-  const x = tf.randomNormal([16, 4], 0, 1, 'float32', seed + 2);
-  const y = tf.randomNormal([16, 1], 0, 1, 'float32', seed + 3);
-  const p = (k: string) => params.get(k)!;
-  const loss = () => tf.losses.meanSquaredError(y, tf.matMul(tf.relu(tf.add(tf.matMul(x, p('l1.w')), p('l1.b'))), p('l2.w'))) as tf.Scalar;
-  return { params, loss, dispose: () => tf.dispose([...params.values(), x, y]) };
-}
 
 const snapshot = (params: Map<string, tf.Variable>) => [...params.values()].map((v) => Buffer.from((v.dataSync() as Float32Array).buffer));
 
