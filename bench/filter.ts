@@ -1,4 +1,4 @@
-// `npm run bench -- filter [--shards 4] [--per-shard 200] [--size 256] [--bad 0] [--workers N] [--resize 64] [--repeats 4]`
+// `npm run bench -- filter [--shards 4] [--per-shard 200] [--size 256] [--bad 0] [--workers N] [--resize 64] [--repeats 6]`
 //
 // Throughput of the dataset filter against the cheapest thing any consumer of these images must do: decode and
 // resize them with sharp. Both run in this process on the same images (a synthetic dataset written to a temp
@@ -27,7 +27,7 @@ const { values } = parseArgs({
     bad: { type: 'string', default: '0' },
     workers: { type: 'string' },
     resize: { type: 'string', default: '64' },
-    repeats: { type: 'string', default: '4' },
+    repeats: { type: 'string', default: '6' },
   },
 });
 const shards = Number(values.shards);
