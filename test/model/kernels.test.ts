@@ -152,6 +152,18 @@ for (const [shape, begin, size] of [
   });
 }
 
+for (const [shape, splits, axis] of [[[2, 6, 3], 3, 1], [[2, 6, 3], [1, 4, 1], 1], [[4, 5], [2, -1], 0], [[2, 3, 9], [3, 3, 3], -1]] as const) {
+  test(`SplitV of ${shape} into ${splits} along ${axis} matches the reference`, async () => {
+    await matchesCpuStock('SplitV', [normal([...shape], 20)], (x) => tf.concat(tf.split(x, typeof splits === 'number' ? splits : [...splits], axis).map((p) => tf.reshape(p, [-1]))));
+  });
+}
+
+for (const [shape, axis] of [[[3, 4], 0], [[2, 3, 4], 1], [[2, 3, 4], -1], [[3, 2, 4, 2, 2], 0]] as const) {
+  test(`Unpack of ${shape} along ${axis} matches the reference`, async () => {
+    await matchesCpuStock('Unpack', [normal([...shape], 21)], (x) => tf.stack(tf.unstack(x, axis), 0));
+  });
+}
+
 /** The gradient of a nearest-neighbour resize, by its definition: each output pixel's dy added to its source. */
 function resizeGradByDefinition(dy: Input, inShape: number[], alignCorners: boolean, halfPixelCenters: boolean): number[] {
   const [batch, inH, inW, c] = inShape, [, outH, outW] = dy.shape;
@@ -189,7 +201,8 @@ test('every easel kernel leaves no tensors or backend buffers behind', async () 
       const up = tf.grad((u: tf.Tensor) => tf.sum(tf.image.resizeNearestNeighbor(tf.conv2dTranspose(u as tf.Tensor4D, w, [2, 8, 8, 3], 2, 'same'), [16, 16])))(tf.conv2d(x, w, 2, 'same'));
       const [ga] = tf.grads((u: tf.Tensor) => tf.sum(tf.matMul(u, tf.transpose(u, [0, 1, 3, 2]))))([a]);
       const ge = tf.grad((t: tf.Tensor) => tf.sum(tf.gather(t, tf.tensor1d([1, 1, 5], 'int32'))))(table);
-      return [gx, gw, up, ga, ge, tf.slice(tf.reshape(a, [2, 3, 4, 10, 32]), [1, 0, 1, 0, 0], [1, 3, 2, 10, 32])].map((t) => tf.sum(t));
+      const pieces = [...tf.split(a, [8, 24], 3), ...tf.unstack(a, 1), tf.slice(tf.reshape(a, [2, 3, 4, 10, 32]), [1, 0, 1, 0, 0], [1, 3, 2, 10, 32])];
+      return [gx, gw, up, ga, ge, ...pieces].map((t) => tf.sum(t));
     });
     step().forEach((t) => t.dispose());
     const tensors = tf.memory().numTensors, buffers = tf.engine().backend.numDataIds();

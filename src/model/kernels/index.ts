@@ -7,6 +7,7 @@ import { conv2dBackpropFilter } from './conv2d-backprop-filter.ts';
 import { conv2dBackpropInput } from './conv2d-backprop-input.ts';
 import { maxPoolGrad } from './max-pool-grad.ts';
 import { wasmSlice } from './slice.ts';
+import { wasmSplitV, wasmUnpack } from './split.ts';
 import { wasmTranspose } from './transpose.ts';
 import { resizeNearestNeighborGrad } from './resize-nearest-neighbor-grad.ts';
 import { unsortedSegmentSum } from './unsorted-segment-sum.ts';
@@ -26,6 +27,8 @@ export const EASEL_KERNELS: Record<string, EaselKernel[]> = {
     { kernelName: 'MaxPoolGrad', replacement: maxPoolGrad, why: 'stock gradient is wrong' },
     { kernelName: 'Transpose', replacement: wasmTranspose, why: 'stock moves ~30–40 ns per element' },
     { kernelName: 'Slice', replacement: wasmSlice, why: 'stock copies the whole input to JS per slice' },
+    { kernelName: 'SplitV', replacement: wasmSplitV, why: 'stock uses the stock slice internally' },
+    { kernelName: 'Unpack', replacement: wasmUnpack, why: 'stock uses the stock slice internally' },
   ],
   cpu: [
     { kernelName: 'Conv2DBackpropFilter', replacement: conv2dBackpropFilter, why: 'stock is ~100× slower than Conv2D' },
