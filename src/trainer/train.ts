@@ -113,11 +113,25 @@ async function trainingShards(url: string): Promise<{ store: ObjectStore; shards
 
 export async function train(config: RunConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   await initBackend(config.backend === 'auto' ? undefined : config.backend);
-  const reduce = opts.reduce ?? identityReduce;
   const resumed = opts.resume ? await loadResume(config, opts.resume) : undefined;
 
   const models = buildModels(config);
   const ema = { prior: new Ema(models.prior.params()), decoder: new Ema(models.decoder.params()) };
+  const dispose = () => {
+    disposeModels(models);
+    ema.prior.dispose();
+    ema.decoder.dispose();
+  };
+  try {
+    return await trainModels(config, opts, models, ema, resumed, dispose);
+  } catch (err) {
+    dispose();
+    throw err;
+  }
+}
+
+async function trainModels(config: RunConfig, opts: TrainOptions, models: Models, ema: RunEma, resumed: CheckpointData | undefined, dispose: () => void): Promise<TrainResult> {
+  const reduce = opts.reduce ?? identityReduce;
   const progress: Progress = { stage: 0, stageStep: 0, globalStep: 0, cursor: null, skipped: {}, loss: {} };
   if (resumed) {
     const m = resumed.manifest;
@@ -181,11 +195,7 @@ export async function train(config: RunConfig, opts: TrainOptions = {}): Promise
     finished,
     skippedSteps: progress.skipped,
     lastCheckpoint,
-    dispose: () => {
-      disposeModels(models);
-      ema.prior.dispose();
-      ema.decoder.dispose();
-    },
+    dispose,
   };
 
   /** Trains one stage from progress.stageStep to its budget; returns true when stopped early. */

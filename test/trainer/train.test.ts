@@ -143,3 +143,10 @@ test('with everyMinutes elapsed, a checkpoint is written after every step', () =
     assert.deepEqual(written, ['step-000000001', 'step-000000002', 'step-000000003']);
     r.dispose();
   }));
+
+test('a data URL without shards fails with a clear error and frees the models it built', () =>
+  withTempDir(async (dir) => {
+    const before = tf.memory().numTensors;
+    await assert.rejects(train(tinyConfig(join(dir, 'empty'), join(dir, 'ckpt'))), /no shards \(NNNNN\.tar\) under data\.train = .*empty/);
+    assert.equal(tf.memory().numTensors, before);
+  }));
