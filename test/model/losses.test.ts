@@ -45,6 +45,31 @@ test('the logit scale is exp(logitScale) clamped at 100, with no gradient while 
   });
 });
 
+test('the loss gradients w.r.t. both embeddings and the logit scale match finite differences', () => {
+  const images = tf.randomNormal([3, 4], 0, 1, 'float32', 21);
+  const texts = tf.randomNormal([3, 4], 0, 1, 'float32', 22);
+  const scale = tf.scalar(Math.log(3));
+  const f = (a: tf.Tensor, b: tf.Tensor, s: tf.Tensor) => contrastiveLoss(a as tf.Tensor2D, b as tf.Tensor2D, s);
+  const grads = tf.grads(f)([images, texts, scale]).map((g) => g.dataSync());
+  const inputs = [images, texts, scale];
+  const eps = 1e-2;
+  inputs.forEach((input, which) => {
+    const base = input.dataSync();
+    for (let i = 0; i < base.length; i += 2) {
+      const at = (delta: number) =>
+        tf.tidy(() => {
+          const moved = Float32Array.from(base);
+          moved[i] += delta;
+          const args = inputs.map((t, k) => (k === which ? tf.tensor(moved, t.shape) : t));
+          return f(args[0], args[1], args[2]).dataSync()[0];
+        });
+      const numeric = (at(eps) - at(-eps)) / (2 * eps);
+      assert.ok(Math.abs(numeric - grads[which][i]) < 1e-2 * Math.max(1, Math.abs(numeric)), `input ${which}[${i}]: ${grads[which][i]} vs ${numeric}`);
+    }
+  });
+  tf.dispose(inputs);
+});
+
 test('mismatched embeddings and an own slice outside the batch or of unequal share are refused', () => {
   tf.tidy(() => {
     const a = tf.zeros([4, 3]) as tf.Tensor2D;
