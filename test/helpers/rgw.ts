@@ -186,12 +186,14 @@ async function startOnce(opts: StartRgwOptions): Promise<Rgw> {
   };
 
   const stop = async (): Promise<void> => {
-    for (const child of daemons) {
-      child.ref();
-      const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', r));
-      child.stdin!.end();
-      await exited;
-    }
+    await Promise.all(
+      daemons.map((child) => {
+        child.ref();
+        const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', r));
+        child.stdin!.end();
+        return exited;
+      }),
+    );
     for (const pid of pids) livePids.delete(pid);
     rmSync(dir, { recursive: true, force: true });
     liveDirs.delete(dir);
@@ -212,21 +214,24 @@ async function startOnce(opts: StartRgwOptions): Promise<Rgw> {
       throw new Error(msg);
     }
   };
-  const ceph = async (bin: string, args: string[]) => {
+  const ceph = async (bin: string, args: string[], withConf = true) => {
     const timeout = Math.max(1000, deadline - Date.now());
     try {
-      return await run(bin, ['-c', conf, ...args], { timeout });
+      return await run(bin, withConf ? ['-c', conf, ...args] : args, { timeout });
     } catch (err) {
       const e = err as Error & { killed?: boolean; code?: number | string; stderr?: string };
       // No `cause`: the original error holds the full command line, secret key included.
-      const how = e.killed ? `timed out after ${timeout} ms` : `failed (exit ${e.code})`;
+      const stderr = (e.stderr ?? '').trim().split('\n').slice(-5).join(' | ');
+      const why =
+        e.code === 'ENOENT' ? `${bin} is not installed (scripts/install-system-deps.sh installs Ceph)`
+        : `${bin} ${args.slice(0, 2).join(' ')} ${e.killed ? `timed out after ${timeout} ms` : `failed (exit ${e.code})`}: ${stderr}`;
       // eslint-disable-next-line preserve-caught-error
-      throw new Error(`${bin} ${args.slice(0, 2).join(' ')} ${how}: ${(e.stderr ?? '').trim().split('\n').slice(-5).join(' | ')}`);
+      throw new Error(why);
     }
   };
 
   await step('monitor mkfs', async () => {
-    await run('monmaptool', ['--create', '--add', 'a', `v2:127.0.0.1:${monPort}`, '--fsid', fsid, join(dir, 'monmap')]);
+    await ceph('monmaptool', ['--create', '--add', 'a', `v2:127.0.0.1:${monPort}`, '--fsid', fsid, join(dir, 'monmap')], false);
     await ceph('ceph-mon', ['--mkfs', '-i', 'a', '--monmap', join(dir, 'monmap')]);
   });
   await step('monitor start', () => daemon('mon.a', 'ceph-mon', ['-i', 'a']));
