@@ -38,8 +38,8 @@ export interface ProgressDisplay {
 /** A bar redrawn at most every 100 ms on a TTY; otherwise a log line every `everyMs`. */
 export function progressDisplay(stream: NodeJS.WriteStream, log: Logger, everyMs = 10_000): ProgressDisplay {
   let last: FilterProgress | undefined;
-  let drawnAt = performance.now();
   const tty = stream.isTTY === true;
+  let drawnAt = tty ? -Infinity : performance.now(); // a bar at once; the first log line after `everyMs`
   const draw = () => {
     if (!last) return;
     if (tty) {
