@@ -113,6 +113,13 @@ const KIND_TOKEN: Record<Kind, string> = { [Kind.AllReduce]: 'ar', [Kind.AllGath
 const WIRE_DTYPE = { f32: Dtype.F32, bf16: Dtype.BF16, f16: Dtype.F16 } as const;
 const ACK_BYTES = 24;
 
+/** A fresh Uint8Array with its own ArrayBuffer (NATS hands out Buffers that share a pool). */
+function copyOf(bytes: Uint8Array): Uint8Array {
+  const out = new Uint8Array(bytes.byteLength);
+  out.set(bytes);
+  return out;
+}
+
 /** One collective in flight on this rank. */
 interface Op {
   kind: Kind;
@@ -184,8 +191,8 @@ export class Ring {
     this.runId = runHash(m.run);
     this.succ = (m.rank + 1) % m.world;
     this.pred = (m.rank + m.world - 1) % m.world;
-    this.dataSub = nc.subscribe(`easel.${m.run}.*.*.*.${m.rank}`, { callback: (err, msg) => !err && this.onChunk(msg.data) });
-    this.ackSub = nc.subscribe(`easel.${m.run}.*.*.*.${m.rank}.ack`, { callback: (err, msg) => !err && this.onAck(msg.data) });
+    this.dataSub = nc.subscribe(`easel.${m.run}.*.*.*.${m.rank}`, { callback: (err, msg) => !err && this.guard(() => this.onChunk(msg.data)) });
+    this.ackSub = nc.subscribe(`easel.${m.run}.*.*.*.${m.rank}.ack`, { callback: (err, msg) => !err && this.guard(() => this.onAck(msg.data)) });
   }
 
   /**
@@ -325,6 +332,16 @@ export class Ring {
     log.warn('chunk rejected', { reason, detail, run: this.run, generation: this.generation, rank: this.rank });
   }
 
+  /** A bug here must fail the collective, not the NATS connection's reader (which would drop the connection). */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      log.error('collective failed while handling a message', { error: (err as Error).stack ?? String(err) });
+      if (this.op) this.finish(this.op, err as Error);
+    }
+  }
+
   private onChunk(msg: Uint8Array): void {
     let h: ChunkHeader;
     try {
@@ -403,9 +420,9 @@ export class Ring {
     if (dtype === Dtype.F32) {
       // Copy when the body is not 4-byte aligned in its buffer (Float32Array views need alignment).
       const at = msg.byteOffset + HEADER_BYTES;
-      return at % 4 === 0 ? new Float32Array(msg.buffer, at, n) : new Float32Array(msg.slice(HEADER_BYTES).buffer);
+      return at % 4 === 0 ? new Float32Array(msg.buffer, at, n) : new Float32Array(copyOf(msg.subarray(HEADER_BYTES)).buffer);
     }
-    const half = new Uint16Array(msg.slice(HEADER_BYTES).buffer);
+    const half = new Uint16Array(copyOf(msg.subarray(HEADER_BYTES)).buffer);
     return dtype === Dtype.BF16 ? decodeBf16(half) : decodeF16(half);
   }
 
