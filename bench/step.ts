@@ -2,7 +2,7 @@
 // as easel's loop runs it — trainStep (gradients → flat vector → reduce → rebuild → Adam) plus the EMA update —
 // against the bare tfjs step of the same model in the same process: optimizer.minimize(loss) on the same
 // batch. Both sides get the same device batch (images, tokens, frozen-CLIP embeddings), prepared once.
-// Steps alternate easel/bare so drift in machine load hits both alike; the median over reps is reported.
+// Steps alternate easel/bare (and which goes first) so drift in machine load hits both alike; the median over reps is reported.
 // The ratio uses this process's CPU time per step (wasm runs on one thread here), which other processes on a
 // shared machine do not inflate; wall-clock medians are reported beside it.
 // Last line: {"ratio": worst easel/bare over the three models, …}. Goal: ≤ 1.15.
@@ -82,8 +82,14 @@ async function main() {
     const easel: Timing[] = [];
     const bare: Timing[] = [];
     for (let i = 2; i < reps + 2; i++) {
-      easel.push(await easelStep(i));
-      bare.push(await bareStep(i));
+      // Alternate which side goes first, so neither always inherits the other's warm caches.
+      if (i % 2 === 0) {
+        easel.push(await easelStep(i));
+        bare.push(await bareStep(i));
+      } else {
+        bare.push(await bareStep(i));
+        easel.push(await easelStep(i));
+      }
     }
     const cpu = (ts: Timing[]) => median(ts.map((t) => t.cpuMs));
     const wall = (ts: Timing[]) => median(ts.map((t) => t.wallMs));
