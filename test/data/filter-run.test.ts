@@ -179,7 +179,9 @@ describe('filterDataset', () => {
     });
     const crashed = await filterDataset({ input, output: dying, config: cfg, language });
     assert.deepEqual(crashed.failed_shards.map((f) => f.shard), ['00001.tar']);
-    assert.ok(await real.head('00001.tar'), 'the tar was published before the crash');
+    assert.equal(await real.head('00001.tar'), undefined, 'a shard without its marker leaves no tar behind');
+    // A real crash leaves the tar published without its marker: the re-run must overwrite it, not add to it.
+    await writeShard(real, '00001.tar', [img.sample('000019999', await jpg(), 'a stale sample from the crashed run')]);
 
     const resumed = await filterDataset({ input, output: real, config: cfg, language });
     assert.deepEqual(resumed.shards, { total: 3, done: 3, failed: 0 });

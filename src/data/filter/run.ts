@@ -85,7 +85,9 @@ export async function filterDataset(opts: FilterOptions): Promise<FilterStats> {
     } catch (err) {
       const error = err instanceof ShardReadError ? err.message : `shard ${shard.key}: ${(err as Error).message}`;
       failed.push({ shard: shard.key, error });
-      log.error('shard failed; its output is not published and a re-run retries it', { shard: shard.key, error });
+      log.error('shard failed; a re-run retries it', { shard: shard.key, error });
+      // A tar left by an earlier, crashed attempt must not stay beside the finished shards as if it were one.
+      await output.delete(shard.key).catch((e: Error) => log.warn('could not remove the failed shard\'s old output', { shard: shard.key, error: e.message }));
     }
     progress.shardsDone++;
     report();
