@@ -14,18 +14,19 @@
 // - `paxos propose interval = 0.1`: the monitor commits the OSD map quickly (startup 12.7 s → ~2 s).
 // - no manager daemon: RGW does not need one.
 //
-// Every daemon runs under a tiny `sh` watchdog whose stdin is a pipe from this process: when the pipe closes
-// (stop(), or this process dying for any reason, even SIGKILL) the watchdog SIGKILLs its daemon. A reaper
-// removes the temp dir the same way, so a crashed test run leaves neither processes nor files behind.
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// Every daemon runs under a tiny `sh` watchdog (watchdog.ts) whose stdin is a pipe from this process: when
+// the pipe closes (stop(), or this process dying for any reason, even SIGKILL) the watchdog SIGKILLs its
+// daemon. A reaper removes the temp dir the same way, so a crashed test run leaves no processes or files.
+import { spawn, execFile } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
-import { createServer, connect } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { promisify } from 'node:util';
 import { S3Client, ListBucketsCommand, CreateBucketCommand } from '@aws-sdk/client-s3';
+import { freePort, spawnWatched, type Watched } from './watchdog.ts';
 
 const run = promisify(execFile);
 
@@ -51,9 +52,7 @@ export interface StartRgwOptions {
   timeoutMs?: number;
 }
 
-// Runs "$@" in the background and SIGKILLs it as soon as stdin reaches EOF. Prints the daemon's PID first.
-// (A background job's stdin is /dev/null in sh, hence the pipe is kept on fd 3 for the waiting `cat`.)
-const WATCHDOG = 'exec 3<&0; "$@" </dev/null >&2 3<&- & pid=$!; echo "$pid"; (cat <&3 >/dev/null; kill -9 "$pid" 2>/dev/null) & wait "$pid"';
+// Removes the temp dir once stdin reaches EOF (see watchdog.ts), so a killed test process leaves no files.
 const REAPER = 'cat >/dev/null; sleep 1; rm -rf "$1"';
 
 const livePids = new Set<number>();
@@ -68,18 +67,6 @@ process.on('exit', () => {
   }
   for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function portOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -159,7 +146,7 @@ async function startOnce(opts: StartRgwOptions): Promise<Rgw> {
   liveDirs.add(dir);
   for (const d of ['run', 'log', 'mon', 'osd/0', 'rgw']) mkdirSync(join(dir, d), { recursive: true });
   const reaper = spawn('sh', ['-c', REAPER, 'reaper', dir], { stdio: ['pipe', 'ignore', 'ignore'] });
-  const daemons: ChildProcess[] = [];
+  const daemons: Watched[] = [];
   const pids: number[] = [];
   const conf = join(dir, 'ceph.conf');
   const fsid = randomUUID();
@@ -171,29 +158,15 @@ async function startOnce(opts: StartRgwOptions): Promise<Rgw> {
   const accessKeyId = `EASEL${randomBytes(8).toString('hex').toUpperCase()}`;
   const secretAccessKey = randomBytes(24).toString('hex');
 
-  const daemon = async (name: string, cmd: string, args: string[]): Promise<ChildProcess> => {
-    const out = openSync(join(dir, 'log', `${name}.out`), 'a');
-    const child = spawn('sh', ['-c', WATCHDOG, 'watchdog', cmd, '-c', conf, '-f', ...args], { stdio: ['pipe', 'pipe', out] });
-    closeSync(out);
-    daemons.push(child);
-    const pid = await new Promise<number>((resolve, reject) => {
-      child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim().split('\n')[0])));
-      child.once('error', reject);
-    });
-    pids.push(pid);
-    livePids.add(pid);
-    return child;
+  const daemon = async (name: string, cmd: string, args: string[]): Promise<void> => {
+    const d = await spawnWatched(cmd, ['-c', conf, '-f', ...args], join(dir, 'log', `${name}.out`));
+    daemons.push(d);
+    pids.push(d.pid);
+    livePids.add(d.pid);
   };
 
   const stop = async (): Promise<void> => {
-    await Promise.all(
-      daemons.map((child) => {
-        child.ref();
-        const exited = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', r));
-        child.stdin!.end();
-        return exited;
-      }),
-    );
+    await Promise.all(daemons.map((d) => d.stop()));
     for (const pid of pids) livePids.delete(pid);
     rmSync(dir, { recursive: true, force: true });
     liveDirs.delete(dir);
@@ -256,7 +229,7 @@ async function startOnce(opts: StartRgwOptions): Promise<Rgw> {
     try {
       let last: unknown = 'port not open';
       for (;;) {
-        for (const child of daemons) {
+        for (const { child } of daemons) {
           if (child.exitCode !== null) throw new Error(`a daemon exited early (code ${child.exitCode})`);
         }
         if (await portOpen(rgwPort)) {
@@ -276,10 +249,9 @@ async function startOnce(opts: StartRgwOptions): Promise<Rgw> {
   });
 
   // Unreferenced from here on, so a test that forgets stop() does not hang: the exit hook and watchdogs clean up.
-  for (const child of [reaper, ...daemons]) {
-    child.unref();
-    for (const s of [child.stdin, child.stdout]) (s as unknown as { unref?(): void } | null)?.unref?.();
-  }
+  for (const d of daemons) d.unref();
+  reaper.unref();
+  (reaper.stdin as unknown as { unref(): void }).unref();
   const env: Record<string, string> = {
     AWS_ENDPOINT_URL_S3: endpoint,
     AWS_ACCESS_KEY_ID: accessKeyId,
