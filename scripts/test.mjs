@@ -18,5 +18,5 @@ if (files.length === 0) {
   process.exit(1);
 }
 const args = ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files];
-const r = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, EASEL_LOG: process.env.EASEL_LOG ?? 'warn' } });
+const r = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, EASEL_LOG: process.env.EASEL_LOG ?? 'warn', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } });
 process.exit(r.status ?? 1);
