@@ -45,7 +45,7 @@ import { maxPayload } from './connection.ts';
 
 const log = logger('transport');
 
-export const CollectiveOptions = z.object({
+export const CollectiveOptions = z.strictObject({
   timeoutMs: z.number().int().positive().default(30_000).describe('a collective fails with CollectiveTimeoutError after this long without progress'),
   wire: z.enum(['f32', 'bf16', 'f16']).default('f32').describe('element type of all-reduced gradients on the wire (bf16/f16 halve the bytes, lose precision)'),
   checksum: z.boolean().default(true).describe('CRC-32 every chunk body and reject chunks whose checksum does not match'),

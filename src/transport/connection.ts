@@ -7,7 +7,7 @@ import { logger } from '../util/log.ts';
 
 const log = logger('transport');
 
-export const NatsOptions = z.object({
+export const NatsOptions = z.strictObject({
   servers: z
     .union([z.string().min(1), z.array(z.string().min(1)).min(1)])
     .default('nats://127.0.0.1:4222')
