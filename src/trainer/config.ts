@@ -83,18 +83,14 @@ export const RunConfig = z
   })
   .superRefine((c, ctx) => {
     // The three models must agree on the shapes they exchange; say which field disagrees with which.
-    const clip = c.stages.clip.model as Record<string, unknown>;
-    const same = (path: (string | number)[], value: unknown, refPath: string, ref: unknown) => {
-      if (value !== undefined && ref !== undefined && value !== ref) {
-        ctx.addIssue({ code: 'custom', path, message: `must equal ${refPath} (${String(ref)}), got ${String(value)}` });
-      }
+    const same = (path: string, value: number, refPath: string, ref: number) => {
+      if (value !== ref) ctx.addIssue({ code: 'custom', path: path.split('.'), message: `must equal ${refPath} (${ref}), got ${value}` });
     };
-    for (const s of ['prior', 'decoder'] as const) {
-      const m = c.stages[s].model as Record<string, unknown>;
-      same(['stages', s, 'model', 'embedDim'], m.embedDim, 'stages.clip.model.embedDim', clip.embedDim);
-    }
-    same(['stages', 'clip', 'model', 'imageSize'], clip.imageSize, 'data.imageSize', c.data.imageSize);
-    same(['stages', 'decoder', 'model', 'imageSize'], (c.stages.decoder.model as Record<string, unknown>).imageSize, 'data.imageSize', c.data.imageSize);
+    const { clip, prior, decoder } = c.stages;
+    same('stages.prior.model.embedDim', prior.model.embedDim, 'stages.clip.model.embedDim', clip.model.embedDim);
+    same('stages.decoder.model.embedDim', decoder.model.embedDim, 'stages.clip.model.embedDim', clip.model.embedDim);
+    same('stages.clip.model.imageSize', clip.model.imageSize, 'data.imageSize', c.data.imageSize);
+    same('stages.decoder.model.imageSize', decoder.model.imageSize, 'data.imageSize', c.data.imageSize);
   });
 export type RunConfig = z.infer<typeof RunConfig>;
 

@@ -1,12 +1,13 @@
 // The three unCLIP models of a run and what each stage trains: which params, on which loss. Prior and decoder
 // train against the frozen CLIP: their embeddings are computed outside the gradient tape and disposed per step.
+// loadCheckpoint() rebuilds a run's models from a checkpoint for sampling and evaluation.
 import * as tf from '@tensorflow/tfjs-core';
 import { Clip } from '../model/clip.ts';
 import { DiffusionPrior } from '../model/prior.ts';
 import { tokenize } from '../model/tokenizer.ts';
 import { Decoder } from '../model/unet.ts';
-import { deriveSeed } from '../util/rng.ts';
 import { initBackend } from '../model/backend.ts';
+import { deriveSeed } from '../util/rng.ts';
 import { assignWeights, readCheckpoint, type Manifest } from './checkpoint.ts';
 import { parseRunConfig, STAGES, type RunConfig, type StageName } from './config.ts';
 
