@@ -1,0 +1,410 @@
+// The shard lease table of one epoch: which trainer reads which shard, and how far each shard has been read.
+//
+// Every shard is pending, leased (to one trainer, until an expiry) or done. A lease hands out the shard together
+// with the sample to start from; trainers report progress (samples whose gradients were applied) and finally
+// complete the shard. When a lease expires or its trainer dies, the shard goes back to pending at its last
+// reported offset, so the next lessee continues where the dead one stopped: every sample of the epoch is counted
+// exactly once (samplesSeen), no matter how many trainers fail.
+//
+// Sized for LAION-5B (~585k shards) and 1,024 trainers: per-shard state lives in typed arrays, pending shards in
+// a ring-buffer queue, leases by trainer in a Map of Sets, expiries in a binary min-heap with lazy deletion.
+
+export const SHARD_STATES = ['pending', 'leased', 'done'] as const;
+export type ShardState = (typeof SHARD_STATES)[number];
+const PENDING = 0;
+const LEASED = 1;
+const DONE = 2;
+
+export interface Lease {
+  shard: number;
+  trainer: string;
+  /** First sample of the shard this lessee must read (samples before it were consumed by earlier lessees). */
+  fromSample: number;
+  /** Samples in the shard. */
+  samples: number;
+  /** Epoch-ms after which the lease lapses unless renewed. */
+  expiresAt: number;
+}
+
+/** Why a progress/complete report was refused; the coordinator counts them by reason. */
+export const REFUSALS = ['unknown-shard', 'not-leased', 'wrong-owner', 'already-done', 'bad-offset'] as const;
+export type Refusal = (typeof REFUSALS)[number];
+export type Outcome = { ok: true } | { ok: false; reason: Refusal; message: string };
+
+export interface LeaseCounts {
+  pending: number;
+  leased: number;
+  done: number;
+}
+
+/** Plain-JSON state of a table: enough to rebuild it exactly. */
+export interface LeaseTableState {
+  epoch: number;
+  leaseMs: number;
+  samples: number[];
+  /** Per shard: 0 pending, 1 leased, 2 done. Base64 of a Uint8Array. */
+  states: string;
+  /** Per shard: samples already consumed. Base64 of a Uint32Array. */
+  offsets: string;
+  /** Pending shards in queue order. */
+  pending: number[];
+  leases: { shard: number; trainer: string; expiresAt: number }[];
+}
+
+/** What changed for one shard; the persistence layer stores these (see store.ts). */
+export interface ShardRecord {
+  shard: number;
+  state: ShardState;
+  offset: number;
+  trainer?: string;
+  expiresAt?: number;
+}
+
+/** A FIFO of shard indices, each present at most once, so capacity = shard count suffices. */
+class ShardQueue {
+  private buf: Int32Array;
+  private head = 0;
+  size = 0;
+  constructor(capacity: number) {
+    this.buf = new Int32Array(Math.max(1, capacity));
+  }
+  push(shard: number): void {
+    this.buf[(this.head + this.size) % this.buf.length] = shard;
+    this.size++;
+  }
+  shift(): number | undefined {
+    if (this.size === 0) return undefined;
+    const s = this.buf[this.head]!;
+    this.head = (this.head + 1) % this.buf.length;
+    this.size--;
+    return s;
+  }
+  toArray(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.size; i++) out.push(this.buf[(this.head + i) % this.buf.length]!);
+    return out;
+  }
+}
+
+/** Min-heap of (expiresAt, shard); stale entries (renewed or finished leases) are skipped when popped. */
+class ExpiryHeap {
+  private at: number[] = [];
+  private shard: number[] = [];
+  get size(): number {
+    return this.at.length;
+  }
+  push(at: number, shard: number): void {
+    this.at.push(at);
+    this.shard.push(shard);
+    let i = this.at.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (this.at[p]! <= this.at[i]!) break;
+      this.swap(i, p);
+      i = p;
+    }
+  }
+  peekAt(): number {
+    return this.at[0] ?? Infinity;
+  }
+  pop(): { at: number; shard: number } {
+    const top = { at: this.at[0]!, shard: this.shard[0]! };
+    const lastAt = this.at.pop()!;
+    const lastShard = this.shard.pop()!;
+    if (this.at.length > 0) {
+      this.at[0] = lastAt;
+      this.shard[0] = lastShard;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < this.at.length && this.at[l]! < this.at[m]!) m = l;
+        if (r < this.at.length && this.at[r]! < this.at[m]!) m = r;
+        if (m === i) break;
+        this.swap(i, m);
+        i = m;
+      }
+    }
+    return top;
+  }
+  private swap(i: number, j: number): void {
+    [this.at[i], this.at[j]] = [this.at[j]!, this.at[i]!];
+    [this.shard[i], this.shard[j]] = [this.shard[j]!, this.shard[i]!];
+  }
+}
+
+export class LeaseTable {
+  readonly epoch: number;
+  readonly leaseMs: number;
+  private readonly samples: Uint32Array;
+  private readonly states: Uint8Array;
+  private readonly offsets: Uint32Array;
+  private readonly expiry: Float64Array;
+  private readonly owner: (string | undefined)[];
+  private readonly pending: ShardQueue;
+  private readonly byTrainer = new Map<string, Set<number>>();
+  private readonly heap = new ExpiryHeap();
+  private counts: LeaseCounts;
+  /** Samples consumed so far this epoch (done shards in full, in-flight shards up to their reported offset). */
+  samplesSeen = 0;
+  readonly expectedSamples: number;
+  /** Shards whose state changed since the last takeChanges(). */
+  private changed = new Set<number>();
+
+  /** `samples[i]` = samples in shard i; shards are handed out in index order (the caller shuffles if it wants). */
+  constructor(samples: ArrayLike<number>, opts: { epoch?: number; leaseMs: number }) {
+    const n = samples.length;
+    this.epoch = opts.epoch ?? 0;
+    this.leaseMs = opts.leaseMs;
+    this.samples = Uint32Array.from(samples);
+    this.states = new Uint8Array(n);
+    this.offsets = new Uint32Array(n);
+    this.expiry = new Float64Array(n);
+    this.owner = new Array<string | undefined>(n);
+    this.pending = new ShardQueue(n);
+    for (let i = 0; i < n; i++) this.pending.push(i);
+    this.counts = { pending: n, leased: 0, done: 0 };
+    let total = 0;
+    for (let i = 0; i < n; i++) total += this.samples[i]!;
+    this.expectedSamples = total;
+  }
+
+  get shardCount(): number {
+    return this.samples.length;
+  }
+
+  stats(): LeaseCounts & { samplesSeen: number; expectedSamples: number } {
+    return { ...this.counts, samplesSeen: this.samplesSeen, expectedSamples: this.expectedSamples };
+  }
+
+  /** True once every shard is done. */
+  finished(): boolean {
+    return this.counts.done === this.samples.length;
+  }
+
+  /** Hands the next pending shard to `trainer`, or undefined when none is pending. Expired leases are reclaimed first. */
+  lease(trainer: string, now: number): Lease | undefined {
+    this.expire(now);
+    let shard = this.pending.shift();
+    // An empty shard (all samples filtered out) is done as soon as it is reached.
+    while (shard !== undefined && this.samples[shard] === 0) {
+      this.setState(shard, DONE);
+      shard = this.pending.shift();
+    }
+    if (shard === undefined) return undefined;
+    this.setState(shard, LEASED);
+    this.owner[shard] = trainer;
+    this.expiry[shard] = now + this.leaseMs;
+    this.heap.push(now + this.leaseMs, shard);
+    let mine = this.byTrainer.get(trainer);
+    if (!mine) this.byTrainer.set(trainer, (mine = new Set()));
+    mine.add(shard);
+    return this.describe(shard);
+  }
+
+  /** The current lease on a shard, if any. */
+  leaseOf(shard: number): Lease | undefined {
+    return this.states[shard] === LEASED ? this.describe(shard) : undefined;
+  }
+
+  /** Shards leased to a trainer. */
+  leasesOf(trainer: string): number[] {
+    return [...(this.byTrainer.get(trainer) ?? [])];
+  }
+
+  /** Extends every lease of a live trainer (called on its heartbeat). */
+  renew(trainer: string, now: number): void {
+    for (const shard of this.byTrainer.get(trainer) ?? []) {
+      this.expiry[shard] = now + this.leaseMs;
+      this.heap.push(now + this.leaseMs, shard);
+      this.changed.add(shard);
+    }
+  }
+
+  /** Records that the samples of `shard` before `offset` were consumed (their gradients applied) by its lessee. */
+  progress(shard: number, trainer: string, offset: number): Outcome {
+    const bad = this.checkOwner(shard, trainer);
+    if (bad) return bad;
+    const prev = this.offsets[shard]!;
+    if (!Number.isInteger(offset) || offset < prev || offset > this.samples[shard]!) {
+      return refuse('bad-offset', `offset ${offset} for shard ${shard} must be an integer in [${prev}, ${this.samples[shard]}]`);
+    }
+    this.samplesSeen += offset - prev;
+    this.offsets[shard] = offset;
+    this.changed.add(shard);
+    return { ok: true };
+  }
+
+  /** The lessee read the shard to its end: `samplesConsumed` (by this lessee) must take it exactly to the end. */
+  complete(shard: number, trainer: string, samplesConsumed: number): Outcome {
+    const bad = this.checkOwner(shard, trainer);
+    if (bad) return bad;
+    const leaseStart = this.leaseStart.get(shard) ?? this.offsets[shard]!;
+    if (leaseStart + samplesConsumed !== this.samples[shard]) {
+      return refuse(
+        'bad-offset',
+        `shard ${shard} has ${this.samples[shard]} samples; this lease started at ${leaseStart}, so completing it takes ${this.samples[shard]! - leaseStart}, not ${samplesConsumed}`,
+      );
+    }
+    this.samplesSeen += this.samples[shard]! - this.offsets[shard]!;
+    this.offsets[shard] = this.samples[shard]!;
+    this.unlease(shard);
+    this.setState(shard, DONE);
+    return { ok: true };
+  }
+
+  /** Returns leases past their expiry to pending (at their last reported offset); returns the shards reclaimed. */
+  expire(now: number): number[] {
+    const out: number[] = [];
+    while (this.heap.size > 0 && this.heap.peekAt() <= now) {
+      const { at, shard } = this.heap.pop();
+      if (this.states[shard] !== LEASED || this.expiry[shard] !== at) continue; // renewed or finished since
+      this.reclaim(shard);
+      out.push(shard);
+    }
+    return out;
+  }
+
+  /** A trainer died or left: every shard it held goes back to pending. Returns the shards reclaimed. */
+  release(trainer: string): number[] {
+    const shards = this.leasesOf(trainer);
+    for (const s of shards) this.reclaim(s);
+    return shards;
+  }
+
+  /** Shards changed since the last call, as records to persist. */
+  takeChanges(): ShardRecord[] {
+    const out = [...this.changed].map((s) => this.record(s));
+    this.changed.clear();
+    return out;
+  }
+
+  record(shard: number): ShardRecord {
+    const state = SHARD_STATES[this.states[shard]!]!;
+    const r: ShardRecord = { shard, state, offset: this.offsets[shard]! };
+    if (state === 'leased') {
+      r.trainer = this.owner[shard];
+      r.expiresAt = this.expiry[shard];
+    }
+    return r;
+  }
+
+  toJSON(): LeaseTableState {
+    const leases: LeaseTableState['leases'] = [];
+    for (const [trainer, set] of this.byTrainer) for (const shard of set) leases.push({ shard, trainer, expiresAt: this.expiry[shard]! });
+    return {
+      epoch: this.epoch,
+      leaseMs: this.leaseMs,
+      samples: [...this.samples],
+      states: Buffer.from(this.states.buffer, this.states.byteOffset, this.states.byteLength).toString('base64'),
+      offsets: Buffer.from(this.offsets.buffer, this.offsets.byteOffset, this.offsets.byteLength).toString('base64'),
+      pending: this.pending.toArray(),
+      leases,
+    };
+  }
+
+  static fromJSON(s: LeaseTableState): LeaseTable {
+    const t = new LeaseTable(s.samples, { epoch: s.epoch, leaseMs: s.leaseMs });
+    const states = new Uint8Array(Buffer.from(s.states, 'base64'));
+    const offBytes = Buffer.from(s.offsets, 'base64');
+    const offsets = new Uint32Array(offBytes.buffer.slice(offBytes.byteOffset, offBytes.byteOffset + offBytes.byteLength));
+    if (states.length !== t.shardCount || offsets.length !== t.shardCount) throw new Error(`lease table state: ${states.length} states and ${offsets.length} offsets for ${t.shardCount} shards`);
+    const records: ShardRecord[] = [];
+    const leaseOf = new Map(s.leases.map((l) => [l.shard, l]));
+    for (let i = 0; i < t.shardCount; i++) {
+      const state = SHARD_STATES[states[i]!];
+      if (!state) throw new Error(`lease table state: shard ${i} has unknown state ${states[i]}`);
+      const l = leaseOf.get(i);
+      records.push({ shard: i, state, offset: offsets[i]!, trainer: l?.trainer, expiresAt: l?.expiresAt });
+    }
+    t.restore(records, s.pending);
+    return t;
+  }
+
+  /**
+   * Overwrites shards with persisted records (every shard not named keeps its current state). With `order`, the
+   * pending queue is rebuilt in that order, else pending shards queue in index order.
+   */
+  restore(records: ShardRecord[], order?: number[]): void {
+    for (const r of records) {
+      if (r.shard < 0 || r.shard >= this.shardCount) throw new Error(`shard record for shard ${r.shard}, but the table has ${this.shardCount}`);
+      this.unlease(r.shard);
+      this.setState(r.shard, SHARD_STATES.indexOf(r.state));
+      this.offsets[r.shard] = r.offset;
+      if (r.state === 'leased') {
+        if (r.trainer === undefined || r.expiresAt === undefined) throw new Error(`shard record ${r.shard} is leased without trainer or expiry`);
+        this.owner[r.shard] = r.trainer;
+        this.expiry[r.shard] = r.expiresAt;
+        this.heap.push(r.expiresAt, r.shard);
+        let mine = this.byTrainer.get(r.trainer);
+        if (!mine) this.byTrainer.set(r.trainer, (mine = new Set()));
+        mine.add(r.shard);
+        this.leaseStart.set(r.shard, r.offset);
+      }
+    }
+    // Recount and rebuild the queue from the per-shard states.
+    this.samplesSeen = 0;
+    const seen = new Uint8Array(this.shardCount);
+    while (this.pending.shift() !== undefined);
+    for (const s of order ?? []) {
+      if (this.states[s] === PENDING && !seen[s]) {
+        seen[s] = 1;
+        this.pending.push(s);
+      }
+    }
+    for (let i = 0; i < this.shardCount; i++) {
+      this.samplesSeen += this.offsets[i]!;
+      if (this.states[i] === PENDING && !seen[i]) this.pending.push(i);
+    }
+    this.changed.clear();
+  }
+
+  // Where the current lease of a shard started; complete() checks the lessee's count against it.
+  private leaseStart = new Map<number, number>();
+
+  private describe(shard: number): Lease {
+    if (!this.leaseStart.has(shard)) this.leaseStart.set(shard, this.offsets[shard]!);
+    return { shard, trainer: this.owner[shard]!, fromSample: this.offsets[shard]!, samples: this.samples[shard]!, expiresAt: this.expiry[shard]! };
+  }
+
+  private checkOwner(shard: number, trainer: string): Outcome | undefined {
+    if (!Number.isInteger(shard) || shard < 0 || shard >= this.shardCount) return refuse('unknown-shard', `no shard ${shard} (the table has ${this.shardCount})`);
+    const st = this.states[shard];
+    if (st === DONE) return refuse('already-done', `shard ${shard} is already done`);
+    if (st === PENDING) return refuse('not-leased', `shard ${shard} is not leased (its lease expired or its trainer was declared dead)`);
+    if (this.owner[shard] !== trainer) return refuse('wrong-owner', `shard ${shard} is leased to ${this.owner[shard]}, not ${trainer}`);
+    return undefined;
+  }
+
+  private reclaim(shard: number): void {
+    this.unlease(shard);
+    this.setState(shard, PENDING);
+    this.pending.push(shard);
+  }
+
+  private unlease(shard: number): void {
+    const t = this.owner[shard];
+    if (t !== undefined) {
+      const mine = this.byTrainer.get(t);
+      mine?.delete(shard);
+      if (mine && mine.size === 0) this.byTrainer.delete(t);
+    }
+    this.owner[shard] = undefined;
+    this.leaseStart.delete(shard);
+  }
+
+  private setState(shard: number, state: number): void {
+    const old = this.states[shard]!;
+    if (old !== state) {
+      this.counts[SHARD_STATES[old]!]--;
+      this.counts[SHARD_STATES[state]!]++;
+      this.states[shard] = state;
+    }
+    this.changed.add(shard);
+  }
+}
+
+function refuse(reason: Refusal, message: string): Outcome {
+  return { ok: false, reason, message };
+}
