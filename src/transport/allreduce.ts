@@ -141,6 +141,9 @@ interface Op {
   sent: number;
   acked: number;
   queue: Uint8Array[];
+  /** Where the next outgoing message is carved from (all-reduce only), and the offset of its free space. */
+  arena?: Uint8Array;
+  arenaAt: number;
   subject: string;
   /** Bytes consumed from the predecessor, and how many of them were acknowledged. */
   consumed: number;
@@ -173,6 +176,14 @@ export class Ring {
   private early: { step: number; seq: number; msg: Uint8Array }[] = [];
   private earlyBytes = 0;
   private closed = false;
+  /**
+   * Send buffers of the last two all-reduces, reused: once all-reduce k has completed here, every message of
+   * all-reduce k-1 has left this process (k's completion needs a successor to have received one of k's messages,
+   * and the connection writes in order), so k+1 may overwrite k-1's buffer. Gathers allocate per call instead
+   * (their completion does not depend on this rank's sends).
+   */
+  private arenas: (Uint8Array | undefined)[] = [undefined, undefined];
+  private allReduces = 0;
   private readonly counters: RingStats = { rejected: {}, bytesSent: 0, bytesReceived: 0, collectives: 0 };
 
   constructor(
@@ -198,10 +209,11 @@ export class Ring {
   /**
    * The element-wise mean of every rank's `values` (same length everywhere), bit-identical on all ranks.
    * `step` must not decrease between calls; several collectives in one step are told apart by call order.
+   * `inPlace`: overwrite `values` with the mean instead of returning a fresh array (saves a copy of the gradient).
    */
-  async allReduce(values: Float32Array, { step }: { step: number }): Promise<AllReduceResult> {
+  async allReduce(values: Float32Array, { step, inPlace = false }: { step: number; inPlace?: boolean }): Promise<AllReduceResult> {
     const t0 = performance.now();
-    const buf = new Float32Array(values);
+    const buf = inPlace ? values : new Float32Array(values);
     if (this.world === 1) {
       let bad = false;
       for (let i = 0; i < buf.length; i++) if (buf[i] - buf[i] !== 0) bad = true;
@@ -292,6 +304,8 @@ export class Ring {
         sent: 0,
         acked: 0,
         queue: [],
+        arena: kind === Kind.AllReduce ? this.arena(spans, per, dtype) : undefined,
+        arenaAt: 0,
         subject: `easel.${this.run}.g${this.generation}.s${step}.${KIND_TOKEN[kind]}${seq}.${this.succ}`,
         consumed: 0,
         ackedToPred: 0,
@@ -317,6 +331,16 @@ export class Ring {
       }
       this.maybeDone(op);
     });
+  }
+
+  /** A send buffer big enough for one all-reduce's messages: W-1 segments in each phase, each at most the largest. */
+  private arena(spans: Span[], per: number, dtype: Dtype): Uint8Array {
+    const largest = Math.max(...spans.map((s) => s.length * BYTES_PER_ELEMENT[dtype] + chunkCount(s.length, per) * (HEADER_BYTES + 8)));
+    const bytes = 2 * (this.world - 1) * largest;
+    const slot = this.allReduces++ % 2;
+    const have = this.arenas[slot];
+    if (have && have.byteLength >= bytes) return have;
+    return (this.arenas[slot] = new Uint8Array(bytes));
   }
 
   private mod(x: number): number {
@@ -436,9 +460,16 @@ export class Ring {
     const values = op.buf.subarray(cs.offset, cs.offset + cs.length);
     // The final values of an all-reduce travel in the wire dtype too; everything else of a gather is float32.
     const dtype = op.dtype;
-    const msg = new Uint8Array(HEADER_BYTES + cs.length * BYTES_PER_ELEMENT[dtype]);
+    const size = HEADER_BYTES + cs.length * BYTES_PER_ELEMENT[dtype];
+    let msg: Uint8Array;
+    if (op.arena) {
+      msg = op.arena.subarray(op.arenaAt, op.arenaAt + size);
+      op.arenaAt += (size + 7) & ~7; // keep bodies 4-byte aligned
+    } else {
+      msg = new Uint8Array(size);
+    }
     const body = msg.subarray(HEADER_BYTES);
-    if (dtype === Dtype.F32) new Float32Array(msg.buffer, HEADER_BYTES, cs.length).set(values);
+    if (dtype === Dtype.F32) new Float32Array(msg.buffer, msg.byteOffset + HEADER_BYTES, cs.length).set(values);
     else body.set(new Uint8Array(this.encodeBody(dtype, values).buffer));
     encodeHeader(
       {

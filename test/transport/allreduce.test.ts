@@ -40,6 +40,23 @@ for (const world of [2, 3]) {
   });
 }
 
+test('back-to-back all-reduces (reusing send buffers) each return their own step\'s mean; inPlace overwrites the input', async () => {
+  const { rings, close } = await openRings(nats.url, 3);
+  try {
+    for (let step = 0; step < 6; step++) {
+      const inputs = rings.map((_, r) => seededVector(40_000, 100 * step + r));
+      const want = ringOrderMean(inputs);
+      const results = await Promise.all(rings.map((ring, r) => ring.allReduce(inputs[r], { step, inPlace: true })));
+      results.forEach((res, r) => {
+        assert.ok(sameBytes(res.values, want), `step ${step} rank ${r}`);
+        assert.equal(res.values, inputs[r], 'the input array itself holds the mean');
+      });
+    }
+  } finally {
+    await close();
+  }
+});
+
 test('one rank all-reduces to its own vector without NATS traffic', async () => {
   const { rings, close } = await openRings(nats.url, 1);
   try {
