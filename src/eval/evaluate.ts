@@ -1,0 +1,152 @@
+// `easel eval`: scores a checkpoint on the synthetic dataset's held-out colour–shape pairs (its eval/ split):
+//   clip.retrieval_top1      each held-out caption retrieves the eval image with the most similar CLIP embedding;
+//                            a hit when that image has every attribute the caption names (colour, shape, and the
+//                            background and size when named), since many images fit one caption.
+//   prior.cosine             mean cosine(prior sample for the caption, CLIP embedding of the true image), beside
+//   prior.text_baseline_cosine  the baseline of using the caption's text embedding directly.
+//   decoder.color_accuracy   images generated from the held-out captions (text → prior → decoder), read by the
+//   decoder.shape_accuracy   deterministic shape analyser, against the caption's colour and shape.
+import * as tf from '@tensorflow/tfjs-core';
+import { z } from 'zod';
+import { decodeImage } from '../data/loader.ts';
+import { openStore } from '../data/store/index.ts';
+import { BACKGROUNDS, COLORS, SHAPES, SIZES, type GroundTruth } from '../data/synth/spec.ts';
+import { listShards, readShard } from '../data/webdataset/index.ts';
+import type { Models } from '../trainer/models.ts';
+import { deriveSeed } from '../util/rng.ts';
+import { decode, priorEmbeddings, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
+import { analyseShape } from './shape-analyser.ts';
+
+export const EvalConfig = z.strictObject({
+  samples: z.number().int().min(1).default(64).describe('held-out samples evaluated at most (the first ones, in shard order)'),
+  generate: z.number().int().min(0).default(32).describe('of those, how many captions the decoder draws an image for'),
+  batchSize: z.number().int().min(1).default(16).describe('images sampled at once'),
+  steps: z.number().int().min(1).default(25).describe('decoder sampling steps'),
+  priorSteps: z.number().int().min(1).default(25).describe('prior sampling steps'),
+  guidance: z.number().min(0).default(3).describe('decoder classifier-free guidance scale'),
+  priorGuidance: z.number().min(0).default(1).describe('prior classifier-free guidance scale'),
+  sampler: z.enum(['ddim', 'ddpm']).default('ddim').describe('decoder sampler'),
+  seed: z.number().int().min(0).default(0).describe('seed of the prior and decoder draws'),
+});
+export type EvalConfig = z.output<typeof EvalConfig>;
+
+export interface EvalReport {
+  clip: { retrieval_top1: number };
+  prior: { cosine: number; text_baseline_cosine: number };
+  decoder: { color_accuracy: number; shape_accuracy: number };
+  /** How many samples each figure is over, and the settings used. */
+  counts: { retrieval: number; prior: number; decoder: number };
+  config: EvalConfig;
+}
+
+export interface EvalSample {
+  caption: string;
+  truth: GroundTruth;
+  /** size×size×3 in [-1, 1], decoded exactly as the training loader decodes. */
+  image: Float32Array;
+}
+
+/** The held-out samples under `url` (the eval split: NNNNN.tar with synth ground truth in each .json). */
+export async function readEvalSamples(url: string, imageSize: number, max: number): Promise<EvalSample[]> {
+  const store = await openStore(url);
+  try {
+    const shards = await listShards(store);
+    if (shards.length === 0) throw new Error(`no shards (NNNNN.tar) under ${url}: pass the synthetic dataset's eval/ split`);
+    const out: EvalSample[] = [];
+    for (const s of shards) {
+      for await (const sample of readShard(store, s.key)) {
+        if (out.length >= max) return out;
+        if (!sample.image || !sample.caption || !sample.json) throw new Error(`${s.key}: sample ${sample.key} lacks an image, caption or .json`);
+        const truth = (JSON.parse(sample.json.toString('utf8')) as { synth?: GroundTruth }).synth;
+        if (!truth) throw new Error(`${s.key}: sample ${sample.key} has no "synth" ground truth in its .json (not a synthetic eval split?)`);
+        out.push({ caption: sample.caption.toString('utf8'), truth, image: await decodeImage(sample.image.bytes, imageSize) });
+      }
+    }
+    return out;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Whether an image with ground truth `t` fits every attribute word the caption names. */
+export function fitsCaption(caption: string, t: GroundTruth): boolean {
+  const words = new Set(caption.toLowerCase().split(/[^a-z]+/));
+  const named = <K extends string>(vocab: readonly K[]) => vocab.filter((v) => words.has(v));
+  const ok = <K extends string>(vocab: readonly K[], value: K) => {
+    const n = named(vocab);
+    return n.length === 0 || n.includes(value);
+  };
+  return ok(COLORS, t.color) && ok(SHAPES, t.shape) && ok(BACKGROUNDS, t.background) && ok(SIZES, t.size);
+}
+
+function mean(xs: number[]): number {
+  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
+}
+
+async function rows(t: tf.Tensor2D): Promise<number[][]> {
+  return (await t.array()) as number[][];
+}
+
+export async function evaluate(models: Models, samples: EvalSample[], config: z.input<typeof EvalConfig> = {}, onImages?: (images: RgbImage[], captions: string[]) => void): Promise<EvalReport> {
+  const cfg = EvalConfig.parse(config);
+  const list = samples.slice(0, cfg.samples);
+  if (list.length === 0) throw new Error('no eval samples');
+  const size = models.clip.config.imageSize;
+  const captions = list.map((s) => s.caption);
+
+  // Embeddings of every image and caption, in batches.
+  const imgEmb: number[][] = [];
+  const txtEmb: number[][] = [];
+  const priorEmb: number[][] = [];
+  for (let i = 0; i < list.length; i += cfg.batchSize) {
+    const part = list.slice(i, i + cfg.batchSize);
+    const caps = captions.slice(i, i + cfg.batchSize);
+    const pixels = new Float32Array(part.length * size * size * 3);
+    part.forEach((s, j) => pixels.set(s.image, j * size * size * 3));
+    const ie = tf.tidy(() => models.clip.encodeImage(tf.tensor4d(pixels, [part.length, size, size, 3])));
+    const te = textEmbeddings(models, caps);
+    const pe = priorEmbeddings(models, caps, te, cfg, deriveSeed(cfg.seed, 1, i));
+    imgEmb.push(...(await rows(ie)));
+    txtEmb.push(...(await rows(te)));
+    priorEmb.push(...(await rows(pe)));
+    tf.dispose([ie, te, pe]);
+  }
+  const dot = (a: number[], b: number[]) => a.reduce((s, x, k) => s + x * b[k], 0);
+  const cos = (a: number[], b: number[]) => dot(a, b) / Math.sqrt(dot(a, a) * dot(b, b));
+
+  let hits = 0;
+  for (let q = 0; q < list.length; q++) {
+    let best = 0;
+    for (let j = 1; j < list.length; j++) if (dot(txtEmb[q], imgEmb[j]) > dot(txtEmb[q], imgEmb[best])) best = j;
+    if (fitsCaption(captions[q], list[best].truth)) hits++;
+  }
+  const priorCos = list.map((_, i) => cos(priorEmb[i], imgEmb[i]));
+  const baseCos = list.map((_, i) => cos(txtEmb[i], imgEmb[i]));
+
+  // Decoder: text → prior → decoder for the first `generate` captions, judged by the analyser.
+  const gen = list.slice(0, cfg.generate);
+  let colorOk = 0;
+  let shapeOk = 0;
+  for (let i = 0; i < gen.length; i += cfg.batchSize) {
+    const caps = gen.slice(i, i + cfg.batchSize).map((s) => s.caption);
+    const te = textEmbeddings(models, caps);
+    const pe = priorEmbeddings(models, caps, te, cfg, deriveSeed(cfg.seed, 2, i));
+    const images = decode(models, pe, caps, cfg, deriveSeed(cfg.seed, 3, i));
+    const rgb = await toRgbImages(images);
+    tf.dispose([te, pe, images]);
+    onImages?.(rgb, caps);
+    rgb.forEach((img, j) => {
+      const r = analyseShape(img.data, img.width, img.height);
+      const t = gen[i + j].truth;
+      if (r.color === t.color) colorOk++;
+      if (r.shape === t.shape) shapeOk++;
+    });
+  }
+  return {
+    clip: { retrieval_top1: hits / list.length },
+    prior: { cosine: mean(priorCos), text_baseline_cosine: mean(baseCos) },
+    decoder: { color_accuracy: gen.length ? colorOk / gen.length : 0, shape_accuracy: gen.length ? shapeOk / gen.length : 0 },
+    counts: { retrieval: list.length, prior: list.length, decoder: gen.length },
+    config: cfg,
+  };
+}

@@ -1,0 +1,155 @@
+// Sampling from a trained unCLIP run: caption → frozen CLIP text embedding → prior (an image embedding) →
+// decoder (pixels), with optional CLIP re-ranking of extra candidates; and variations (image → CLIP image
+// embedding → decoder). Images come back as RGB bytes; writePng/writeGrid encode them with sharp.
+import * as tf from '@tensorflow/tfjs-core';
+import sharp from 'sharp';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { tokenize } from '../model/tokenizer.ts';
+import type { Models } from '../trainer/models.ts';
+import { deriveSeed } from '../util/rng.ts';
+import { z } from 'zod';
+
+export const SampleConfig = z.strictObject({
+  n: z.number().int().min(1).max(64).default(4).describe('images kept per prompt'),
+  steps: z.number().int().min(1).max(1000).default(25).describe('decoder sampling steps'),
+  priorSteps: z.number().int().min(1).max(1000).default(25).describe('prior sampling steps'),
+  guidance: z.number().min(0).max(50).default(3).describe('decoder classifier-free guidance scale (1 = none)'),
+  priorGuidance: z.number().min(0).max(50).default(1).describe('prior classifier-free guidance scale (1 = none)'),
+  sampler: z.enum(['ddim', 'ddpm']).default('ddim').describe('decoder sampler'),
+  seed: z.number().int().min(0).default(0).describe('seed of every draw'),
+  rerank: z.number().int().min(0).max(64).default(0).describe('candidates drawn per prompt and re-ranked by CLIP similarity (0 = no re-ranking; else ≥ n)'),
+});
+export type SampleConfig = z.output<typeof SampleConfig>;
+
+/** H×W RGB images, row-major bytes. */
+export interface RgbImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+/** Tensor [B,H,W,3] in [-1,1] → B RGB byte images. */
+export async function toRgbImages(images: tf.Tensor4D): Promise<RgbImage[]> {
+  const [b, h, w] = images.shape;
+  const flat = await images.data();
+  const out: RgbImage[] = [];
+  for (let i = 0; i < b; i++) {
+    const data = new Uint8Array(h * w * 3);
+    for (let j = 0; j < data.length; j++) data[j] = Math.max(0, Math.min(255, Math.round((flat[i * data.length + j] + 1) * 127.5)));
+    out.push({ data, width: w, height: h });
+  }
+  return out;
+}
+
+/** CLIP text embeddings [B, D] of captions (the frozen CLIP at its own context length). */
+export function textEmbeddings(models: Models, captions: string[]): tf.Tensor2D {
+  return tf.tidy(() => models.clip.encodeText(tokenize(captions, models.clip.config.contextLength)));
+}
+
+/** Prior samples: one image embedding [B, D] per caption. */
+export function priorEmbeddings(models: Models, captions: string[], textEmb: tf.Tensor2D, opts: Pick<SampleConfig, 'priorSteps' | 'priorGuidance'>, seed: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const tokens = tokenize(captions, models.prior.config.contextLength);
+    return models.prior.sample({ tokens, textEmb }, { steps: opts.priorSteps, guidance: opts.priorGuidance, seed });
+  });
+}
+
+/** Decoder samples [B,H,W,3] in [-1,1] for image embeddings (and captions, used if the decoder reads them). */
+export function decode(models: Models, imageEmb: tf.Tensor2D, captions: string[] | undefined, opts: Pick<SampleConfig, 'steps' | 'guidance' | 'sampler'>, seed: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const tokens = captions ? tokenize(captions, models.decoder.config.contextLength) : undefined;
+    return models.decoder.sample({ imageEmb, tokens }, { steps: opts.steps, guidance: opts.guidance, seed, sampler: opts.sampler });
+  });
+}
+
+export interface Generated {
+  prompt: string;
+  images: RgbImage[];
+  /** CLIP cosine similarity of each kept image with its prompt. */
+  scores: number[];
+}
+
+/**
+ * Text → images for each prompt: `n` images, or with `rerank` = K, the n of K candidates whose CLIP image
+ * embedding is most similar to the prompt's text embedding (DALL·E's re-ranking). Deterministic for a seed.
+ */
+export async function generate(models: Models, prompts: string[], config: z.input<typeof SampleConfig>): Promise<Generated[]> {
+  const cfg = SampleConfig.parse(config);
+  if (cfg.rerank > 0 && cfg.rerank < cfg.n) throw new Error(`rerank: ${cfg.rerank} candidates cannot yield n = ${cfg.n} images (use rerank ≥ n, or 0)`);
+  const draws = cfg.rerank > 0 ? cfg.rerank : cfg.n;
+  const out: Generated[] = [];
+  for (let p = 0; p < prompts.length; p++) {
+    const captions = new Array<string>(draws).fill(prompts[p]);
+    const textEmb = textEmbeddings(models, captions);
+    const imageEmb = priorEmbeddings(models, captions, textEmb, cfg, deriveSeed(cfg.seed, 1, p));
+    const images = decode(models, imageEmb, captions, cfg, deriveSeed(cfg.seed, 2, p));
+    const scores = tf.tidy(() => tf.sum(tf.mul(models.clip.encodeImage(images), textEmb), 1));
+    const s = Array.from(await scores.data());
+    const rgb = await toRgbImages(images);
+    tf.dispose([textEmb, imageEmb, images, scores]);
+    // Without re-ranking keep draw order; with it, best first.
+    const order = s.map((_, i) => i);
+    if (cfg.rerank > 0) order.sort((a, b) => s[b] - s[a] || a - b);
+    const keep = order.slice(0, cfg.n);
+    out.push({ prompt: prompts[p], images: keep.map((i) => rgb[i]), scores: keep.map((i) => s[i]) });
+  }
+  return out;
+}
+
+/** Decoder samples for one image: its CLIP image embedding, repeated n times, decoded with different noise. */
+export async function variations(models: Models, image: Float32Array, config: z.input<typeof SampleConfig>): Promise<RgbImage[]> {
+  const cfg = SampleConfig.parse(config);
+  const size = models.clip.config.imageSize;
+  const imageEmb = tf.tidy(() => tf.tile(models.clip.encodeImage(tf.tensor4d(image, [1, size, size, 3])), [cfg.n, 1]) as tf.Tensor2D);
+  const images = decode(models, imageEmb, undefined, cfg, deriveSeed(cfg.seed, 3));
+  const rgb = await toRgbImages(images);
+  tf.dispose([imageEmb, images]);
+  return rgb;
+}
+
+export async function writePng(img: RgbImage, path: string, scale = 1): Promise<void> {
+  let s = sharp(Buffer.from(img.data), { raw: { width: img.width, height: img.height, channels: 3 } });
+  if (scale > 1) s = s.resize(img.width * scale, img.height * scale, { kernel: 'nearest' });
+  await s.png().toFile(path);
+}
+
+/** One PNG of rows × columns images (one row per prompt), scaled up by `scale` with nearest-neighbour pixels. */
+export async function writeGrid(rows: RgbImage[][], path: string, scale = 4, gap = 2): Promise<void> {
+  const w = rows[0][0].width * scale;
+  const h = rows[0][0].height * scale;
+  const cols = Math.max(...rows.map((r) => r.length));
+  const width = cols * w + (cols + 1) * gap;
+  const height = rows.length * h + (rows.length + 1) * gap;
+  const composites = await Promise.all(
+    rows.flatMap((row, r) =>
+      row.map(async (img, c) => ({
+        input: await sharp(Buffer.from(img.data), { raw: { width: img.width, height: img.height, channels: 3 } }).resize(w, h, { kernel: 'nearest' }).png().toBuffer(),
+        left: gap + c * (w + gap),
+        top: gap + r * (h + gap),
+      })),
+    ),
+  );
+  await sharp({ create: { width, height, channels: 3, background: { r: 64, g: 64, b: 64 } } }).composite(composites).png().toFile(path);
+}
+
+/** A file-name-safe slug of a prompt. */
+export function slug(text: string): string {
+  return text.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60) || 'prompt';
+}
+
+/** Writes each prompt's images as <out>/<i>-<slug>-<j>.png and all of them as <out>/grid.png; returns the paths. */
+export async function writeGenerated(results: Generated[], outDir: string): Promise<{ files: string[]; grid: string }> {
+  await mkdir(outDir, { recursive: true });
+  const files: string[] = [];
+  for (let i = 0; i < results.length; i++) {
+    for (let j = 0; j < results[i].images.length; j++) {
+      const f = join(outDir, `${String(i).padStart(2, '0')}-${slug(results[i].prompt)}-${j}.png`);
+      await writePng(results[i].images[j], f);
+      files.push(f);
+    }
+  }
+  const grid = join(outDir, 'grid.png');
+  await writeGrid(results.map((r) => r.images), grid);
+  return { files, grid };
+}
