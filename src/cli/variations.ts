@@ -39,7 +39,7 @@ export async function run(argv: string[]): Promise<number> {
     try {
       pixels = await decodeImage(bytes, ckpt.models.clip.config.imageSize);
     } catch (err) {
-      throw new Error(`--image: ${v.image} is not an image sharp can decode: ${(err as Error).message}`);
+      throw new Error(`--image: ${v.image} is not an image sharp can decode: ${(err as Error).message}`, { cause: err });
     }
     const images = await variations(ckpt.models, pixels, config);
     const { mkdir } = await import('node:fs/promises');
