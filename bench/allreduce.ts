@@ -194,7 +194,7 @@ async function ringJob(nc: NatsConnection, job: Job, rank: number): Promise<numb
     for (let i = 0; i < job.iters; i++) {
       await ring.allGather(new Float32Array(1), { step: step() }); // start together
       const t0 = performance.now();
-      await ring.allReduce(values, { step: step() });
+      await ring.allReduce(values, { step: step(), inPlace: true });
       seconds.push((performance.now() - t0) / 1000);
     }
   } finally {

@@ -184,6 +184,8 @@ export class Ring {
    */
   private arenas: (Uint8Array | undefined)[] = [undefined, undefined];
   private allReduces = 0;
+  /** Reused for chunk bodies that cannot be viewed in place (unaligned or 16-bit). */
+  private scratch = new Float32Array(0);
   private readonly counters: RingStats = { rejected: {}, bytesSent: 0, bytesReceived: 0, collectives: 0 };
 
   constructor(
@@ -414,7 +416,7 @@ export class Ring {
     op.consumed += msg.byteLength;
     this.touch(op);
 
-    const body = this.decodeBody(op.dtype, msg);
+    const body = this.decodeBody(op.dtype, msg, op.per);
     const dst = op.buf.subarray(cs.offset, cs.offset + cs.length);
     const last = h.hop === this.world - 2;
     if (rsPhase) {
@@ -439,15 +441,20 @@ export class Ring {
     this.maybeDone(op);
   }
 
-  private decodeBody(dtype: Dtype, msg: Uint8Array): Float32Array {
+  /** The chunk's values as float32: a view of the message when aligned, else decoded into a reused scratch buffer. */
+  private decodeBody(dtype: Dtype, msg: Uint8Array, per: number): Float32Array {
     const n = (msg.byteLength - HEADER_BYTES) / BYTES_PER_ELEMENT[dtype];
+    if (this.scratch.length < per) this.scratch = new Float32Array(per);
+    const out = this.scratch.subarray(0, n);
+    const at = msg.byteOffset + HEADER_BYTES;
     if (dtype === Dtype.F32) {
-      // Copy when the body is not 4-byte aligned in its buffer (Float32Array views need alignment).
-      const at = msg.byteOffset + HEADER_BYTES;
-      return at % 4 === 0 ? new Float32Array(msg.buffer, at, n) : new Float32Array(copyOf(msg.subarray(HEADER_BYTES)).buffer);
+      if (at % 4 === 0) return new Float32Array(msg.buffer, at, n);
+      // Float32Array views need 4-byte alignment; NATS hands out bodies at any offset.
+      new Uint8Array(out.buffer, 0, n * 4).set(msg.subarray(HEADER_BYTES));
+      return out;
     }
-    const half = new Uint16Array(copyOf(msg.subarray(HEADER_BYTES)).buffer);
-    return dtype === Dtype.BF16 ? decodeBf16(half) : decodeF16(half);
+    const half = at % 2 === 0 ? new Uint16Array(msg.buffer, at, n) : new Uint16Array(copyOf(msg.subarray(HEADER_BYTES)).buffer);
+    return dtype === Dtype.BF16 ? decodeBf16(half, out) : decodeF16(half, out);
   }
 
   private encodeBody(dtype: Dtype, values: Float32Array): Uint16Array {
