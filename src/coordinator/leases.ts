@@ -48,7 +48,7 @@ export interface LeaseTableState {
   offsets: string;
   /** Pending shards in queue order. */
   pending: number[];
-  leases: { shard: number; trainer: string; expiresAt: number }[];
+  leases: { shard: number; trainer: string; expiresAt: number; from: number }[];
 }
 
 /** What changed for one shard; the persistence layer stores these (see store.ts). */
@@ -58,6 +58,8 @@ export interface ShardRecord {
   offset: number;
   trainer?: string;
   expiresAt?: number;
+  /** Where the current lease started (complete() counts the lessee's samples from there). */
+  from?: number;
 }
 
 /** A FIFO of shard indices, each present at most once, so capacity = shard count suffices. */
@@ -286,13 +288,14 @@ export class LeaseTable {
     if (state === 'leased') {
       r.trainer = this.owner[shard];
       r.expiresAt = this.expiry[shard];
+      r.from = this.leaseStart.get(shard) ?? r.offset;
     }
     return r;
   }
 
   toJSON(): LeaseTableState {
     const leases: LeaseTableState['leases'] = [];
-    for (const [trainer, set] of this.byTrainer) for (const shard of set) leases.push({ shard, trainer, expiresAt: this.expiry[shard]! });
+    for (const [trainer, set] of this.byTrainer) for (const shard of set) leases.push({ shard, trainer, expiresAt: this.expiry[shard]!, from: this.leaseStart.get(shard) ?? this.offsets[shard]! });
     return {
       epoch: this.epoch,
       leaseMs: this.leaseMs,
@@ -316,7 +319,7 @@ export class LeaseTable {
       const state = SHARD_STATES[states[i]!];
       if (!state) throw new Error(`lease table state: shard ${i} has unknown state ${states[i]}`);
       const l = leaseOf.get(i);
-      records.push({ shard: i, state, offset: offsets[i]!, trainer: l?.trainer, expiresAt: l?.expiresAt });
+      records.push({ shard: i, state, offset: offsets[i]!, trainer: l?.trainer, expiresAt: l?.expiresAt, from: l?.from });
     }
     t.restore(records, s.pending);
     return t;
@@ -340,7 +343,7 @@ export class LeaseTable {
         let mine = this.byTrainer.get(r.trainer);
         if (!mine) this.byTrainer.set(r.trainer, (mine = new Set()));
         mine.add(r.shard);
-        this.leaseStart.set(r.shard, r.offset);
+        this.leaseStart.set(r.shard, r.from ?? r.offset);
       }
     }
     // Recount and rebuild the queue from the per-shard states.

@@ -102,9 +102,10 @@ export class Membership {
   /**
    * Declares trainers without a heartbeat for heartbeatTimeoutMs dead; forms a new generation when the fleet
    * differs from the current generation's ring (a death, a departure, or a joiner) and at least minTrainers live.
-   * Call it at step boundaries (and periodically), so joiners enter between steps.
+   * With `admitJoiners: false` (mid-step), joiners alone do not form a generation: they enter at the next one a
+   * death or departure forms, or at the next call with admitJoiners (at a step boundary).
    */
-  tick(now: number): TickResult {
+  tick(now: number, { admitJoiners = true }: { admitJoiners?: boolean } = {}): TickResult {
     const dead: string[] = [];
     for (const m of this.members.values()) {
       if (now - m.lastHeartbeat > this.opts.heartbeatTimeoutMs) dead.push(m.id);
@@ -113,6 +114,8 @@ export class Membership {
     const live = [...this.members.values()].sort((a, b) => a.joinedSeq - b.joinedSeq).map((m) => m.id);
     const ring = this.generation.ring;
     const same = live.length === ring.length && live.every((id, i) => ring[i] === id);
+    const lostSome = ring.some((id) => !this.members.has(id));
+    if (!same && !lostSome && !admitJoiners && ring.length > 0) return { dead };
     if (same || live.length < this.opts.minTrainers) {
       if (!same && this.generation.ring.length > 0 && live.length < this.opts.minTrainers && dead.length > 0) {
         // Too few left to train: the running generation is void; the next one forms when enough trainers are back.

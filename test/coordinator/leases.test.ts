@@ -113,7 +113,7 @@ test('the table survives a JSON round trip and persisted shard records', () => {
   assert.deepEqual(copy.stats(), t.stats());
   assert.equal(copy.epoch, 2);
   assert.deepEqual(copy.leaseOf(0), t.leaseOf(0));
-  assert.deepEqual(copy.complete(0, 'a', 2), { ok: true });
+  assert.deepEqual(copy.complete(0, 'a', 5), { ok: true }, 'the lease started at 0');
   assert.equal(copy.lease('c', 0)?.shard, 2);
 
   // the same state rebuilt from change records only
@@ -124,7 +124,7 @@ test('the table survives a JSON round trip and persisted shard records', () => {
   fresh.restore(again.takeChanges());
   assert.deepEqual(fresh.stats(), again.stats());
   assert.equal(fresh.leaseOf(0)?.fromSample, 3);
-  assert.deepEqual(fresh.complete(0, 'a', 2), { ok: true });
+  assert.deepEqual(fresh.complete(0, 'a', 5), { ok: true });
 });
 
 test('empty shards count as done when reached', () => {

@@ -66,3 +66,13 @@ test('membership survives a JSON round trip', () => {
   assert.equal(copy.tick(1050).formed, undefined, 'restored heartbeats restart at the restore time');
   assert.deepEqual(copy.tick(1101).dead, ['a', 'b']);
 });
+
+test('mid-step, a joiner alone forms no generation; a death or a step boundary lets it in', () => {
+  const m = new Membership(opts);
+  m.register('a', 0);
+  m.register('b', 0);
+  m.tick(0);
+  m.register('c', 5);
+  assert.equal(m.tick(10, { admitJoiners: false }).formed, undefined);
+  assert.deepEqual(m.tick(20, { admitJoiners: true }).formed?.ring, ['a', 'b', 'c']);
+});

@@ -1,0 +1,464 @@
+// One training run's brain: answers trainers' requests over NATS (register, heartbeat, lease, progress, complete,
+// step, checkpoint), keeps membership, the shard lease table and the stage machine, writes every change to
+// JetStream KV before it replies, and serves /metrics, /healthz, /readyz and /status over HTTP.
+//
+// Requests are handled one at a time (one subscription, awaited in order; the periodic tick joins the same
+// queue), so the lease table, membership and stages never see interleaved updates.
+import { createServer, type Server } from 'node:http';
+import type { NatsConnection, Subscription } from 'nats';
+import { z } from 'zod';
+import { logger } from '../util/log.ts';
+import { formatZodError } from '../cli/args.ts';
+import type { CoordinatorConfig } from './config.ts';
+import { LeaseTable } from './leases.ts';
+import { Membership } from './membership.ts';
+import { createMetrics, type CoordinatorMetrics } from './metrics.ts';
+import { completeStep, initialStages, type StageBudgets, type StageState } from './stages.ts';
+import { StateStore, type CheckpointRecord, type RunRecord } from './store.ts';
+import { VERBS, coordWildcard, generationSubject, type Verb } from './subjects.ts';
+
+const log = logger('coordinator');
+
+export interface ShardInfo {
+  /** Object key of the shard's tar in the training store. */
+  key: string;
+  /** Samples in it (after filtering). */
+  samples: number;
+}
+
+export interface CoordinatorOptions {
+  nc: NatsConnection;
+  run: string;
+  config: CoordinatorConfig;
+  /** Step budget of each stage (the run file's stages.<stage>.steps). */
+  budgets: StageBudgets;
+  /** The dataset, in lease order. A restarted coordinator must be given the same list. */
+  shards: ShardInfo[];
+  /** Samples the filter dropped, by reason (exported as a metric). */
+  filterDropped?: Record<string, number>;
+  /** Epoch-ms clock (tests drive time by hand). */
+  clock?: () => number;
+  /** Start the periodic tick (default true; tests call tick() themselves). */
+  ticking?: boolean;
+}
+
+/** The JSON served at /status (and answered to the `status` verb). */
+export interface CoordinatorStatus {
+  run: string;
+  phase: 'waiting' | 'training' | 'done';
+  stage: string;
+  stage_step: number;
+  step: number;
+  epoch: number;
+  epochs: number;
+  loss: number | null;
+  generation: number;
+  members: string[];
+  registered: number;
+  shards: { done: number; leased: number; pending: number };
+  samples_seen: number;
+  expected_samples: number;
+  checkpoint: (CheckpointRecord & { age_seconds: number }) | null;
+}
+
+export type Reply = { ok: true; [k: string]: unknown } | { ok: false; error: string; reason?: string };
+
+const trainer = z.string().min(1).max(200).describe('trainer id');
+const count = z.number().int().min(0);
+const REQUESTS = {
+  register: z.object({ trainer }),
+  heartbeat: z.object({ trainer }),
+  leave: z.object({ trainer }),
+  lease: z.object({ trainer }),
+  progress: z.object({ trainer, shard: count, offset: count }),
+  complete: z.object({ trainer, shard: count, samples: count }),
+  step: z.object({
+    trainer,
+    generation: count,
+    step: z.number().int().positive().describe('the run step this report completes (1 = the first)'),
+    loss: z.number().optional(),
+    gradNorm: z.number().optional(),
+    samples: count.default(0).describe('samples this trainer consumed in the step'),
+    seconds: z.number().min(0).optional(),
+    allreduceBytes: z.number().min(0).default(0),
+    allreduceSeconds: z.number().min(0).default(0),
+    dataWaitSeconds: z.number().min(0).default(0),
+  }),
+  checkpoint: z.object({ trainer, step: count, key: z.string().min(1), seconds: z.number().min(0).optional() }),
+  status: z.object({}).loose(),
+} satisfies Record<Verb, z.ZodType>;
+
+export class Coordinator {
+  readonly metrics: CoordinatorMetrics;
+  private table!: LeaseTable;
+  private membership!: Membership;
+  private stages!: StageState;
+  private epoch = 0;
+  private loss: number | undefined;
+  private checkpoint: CheckpointRecord | undefined;
+  private sub: Subscription | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private lastWritten = { run: '', members: '' };
+  private loop: Promise<void> | undefined;
+  private readonly perEpoch: number;
+  private readonly clock: () => number;
+  private started = false;
+
+  private constructor(
+    private readonly opts: CoordinatorOptions,
+    private readonly store: StateStore,
+  ) {
+    this.clock = opts.clock ?? Date.now;
+    this.metrics = createMetrics(opts.run, () => (this.checkpoint ? (this.clock() - this.checkpoint.at) / 1000 : undefined));
+    this.perEpoch = opts.shards.reduce((n, s) => n + s.samples, 0);
+    for (const [reason, n] of Object.entries(opts.filterDropped ?? {})) this.metrics.filterDropped.set({ reason }, n);
+  }
+
+  /** Loads the run's state from JetStream KV (or starts it), then answers requests. */
+  static async start(opts: CoordinatorOptions): Promise<Coordinator> {
+    const store = await StateStore.open(opts.nc, opts.run);
+    const c = new Coordinator(opts, store);
+    await c.restore();
+    c.sub = opts.nc.subscribe(coordWildcard(opts.run));
+    c.loop = c.serve(c.sub);
+    if (opts.ticking ?? true) {
+      c.timer = setInterval(() => void c.tick().catch((err) => log.error('tick failed', { error: String(err) })), opts.config.tickMs);
+      c.timer.unref();
+    }
+    c.started = true;
+    log.info('coordinator up', { run: opts.run, ...c.status().shards, step: c.stages.step, generation: c.membership.generation.number });
+    return c;
+  }
+
+  /** Stops answering (state stays in KV for the next coordinator). */
+  async stop(): Promise<void> {
+    this.started = false;
+    if (this.timer) clearInterval(this.timer);
+    this.sub?.unsubscribe();
+    await this.loop;
+    await this.queue.catch(() => {});
+  }
+
+  /** Ready = state loaded, subscribed, NATS connected. */
+  ready(): boolean {
+    return this.started && !this.opts.nc.isClosed();
+  }
+
+  status(): CoordinatorStatus {
+    const s = this.table.stats();
+    const gen = this.membership.generation;
+    const phase = this.stages.phase === 'done' ? 'done' : this.membership.ready() ? 'training' : 'waiting';
+    const ck = this.checkpoint;
+    return {
+      run: this.opts.run,
+      phase,
+      stage: this.stages.stage,
+      stage_step: this.stages.stageStep,
+      step: this.stages.step,
+      epoch: this.epoch,
+      epochs: this.opts.config.epochs,
+      loss: this.loss ?? null,
+      generation: gen.number,
+      members: [...gen.ring],
+      registered: this.membership.size,
+      shards: { done: s.done, leased: s.leased, pending: s.pending },
+      samples_seen: this.epoch * this.perEpoch + s.samplesSeen,
+      expected_samples: this.opts.config.epochs * this.perEpoch,
+      checkpoint: ck ? { ...ck, age_seconds: (this.clock() - ck.at) / 1000 } : null,
+    };
+  }
+
+  /** Handles one request (what a NATS request to the verb's subject does), in the request queue. */
+  request(verb: Verb, body: unknown): Promise<Reply> {
+    return this.serial(() => this.handle(verb, body));
+  }
+
+  /** Checks heartbeats and lease expiries; forms a new generation if the fleet changed. */
+  tick(): Promise<void> {
+    return this.serial(async () => {
+      this.tickNow();
+      await this.persist();
+    });
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.queue.then(fn);
+    this.queue = p.catch(() => {});
+    return p;
+  }
+
+  private async serve(sub: Subscription): Promise<void> {
+    for await (const msg of sub) {
+      const verb = msg.subject.slice(msg.subject.lastIndexOf('.') + 1) as Verb;
+      let body: unknown;
+      try {
+        body = msg.data.length ? JSON.parse(new TextDecoder().decode(msg.data)) : {};
+      } catch {
+        msg.respond(JSON.stringify({ ok: false, error: 'request body is not JSON', reason: 'bad-request' }));
+        continue;
+      }
+      const reply = await this.request(verb, body).catch((err: unknown): Reply => {
+        log.error('request failed', { verb, error: String(err) });
+        return { ok: false, error: `coordinator error: ${(err as Error).message}` };
+      });
+      msg.respond(JSON.stringify(reply));
+    }
+  }
+
+  private async handle(verb: Verb, raw: unknown): Promise<Reply> {
+    const t0 = performance.now();
+    if (!(VERBS as readonly string[]).includes(verb)) return { ok: false, error: `unknown verb '${verb}'`, reason: 'bad-request' };
+    const parsed = REQUESTS[verb].safeParse(raw);
+    if (!parsed.success) {
+      this.metrics.requests.inc({ verb, outcome: 'bad-request' });
+      return { ok: false, error: `bad ${verb} request:\n${formatZodError(parsed.error)}`, reason: 'bad-request' };
+    }
+    const reply = this.apply(verb, parsed.data as never);
+    await this.persist();
+    this.metrics.requests.inc({ verb, outcome: reply.ok ? 'ok' : (reply.reason ?? 'error') });
+    this.metrics.requestSeconds.observe({ verb }, (performance.now() - t0) / 1000);
+    return reply;
+  }
+
+  private apply(verb: Verb, req: Record<string, never>): Reply {
+    const now = this.clock();
+    const m = this.metrics;
+    switch (verb) {
+      case 'register': {
+        const r = this.membership.register(req.trainer, now);
+        if (!r.accepted) return { ok: false, error: r.reason, reason: 'full' };
+        this.tickNow();
+        return { ok: true, ...this.whereIs(req.trainer) };
+      }
+      case 'heartbeat': {
+        const hb = this.membership.heartbeat(req.trainer, now);
+        if (!hb.known) return { ok: false, error: `trainer ${req.trainer} is not registered (declared dead?): register again`, reason: 'unknown-trainer' };
+        this.table.renew(req.trainer, now);
+        return { ok: true, ...this.whereIs(req.trainer) };
+      }
+      case 'leave': {
+        this.membership.leave(req.trainer);
+        const back = this.table.release(req.trainer);
+        if (back.length) m.leasesReclaimed.inc({ cause: 'left' }, back.length);
+        this.tickNow();
+        return { ok: true };
+      }
+      case 'lease': {
+        if (this.membership.heartbeat(req.trainer, now).known === false) return { ok: false, error: `trainer ${req.trainer} is not registered`, reason: 'unknown-trainer' };
+        const expired = this.table.expire(now);
+        if (expired.length) m.leasesReclaimed.inc({ cause: 'expired' }, expired.length);
+        this.nextEpochIfDone();
+        const l = this.table.lease(req.trainer, now);
+        if (!l) return { ok: true, lease: null, epoch: this.epoch, done: this.table.finished() };
+        m.leasesGranted.inc();
+        return { ok: true, lease: { ...l, key: this.opts.shards[l.shard]!.key, epoch: this.epoch }, epoch: this.epoch, done: false };
+      }
+      case 'progress':
+      case 'complete': {
+        const out =
+          verb === 'progress' ? this.table.progress(req.shard, req.trainer, req.offset) : this.table.complete(req.shard, req.trainer, req.samples);
+        if (!out.ok) {
+          m.refusals.inc({ reason: out.reason });
+          return { ok: false, error: out.message, reason: out.reason };
+        }
+        if (verb === 'complete') this.nextEpochIfDone();
+        return { ok: true };
+      }
+      case 'step':
+        return this.applyStep(req as unknown as z.output<typeof REQUESTS.step>);
+      case 'checkpoint': {
+        this.checkpoint = { step: req.step, key: req.key, at: now, seconds: req.seconds };
+        m.checkpointStep.set(req.step);
+        if (req.seconds !== undefined) m.checkpointSeconds.observe(req.seconds);
+        return { ok: true };
+      }
+      case 'status':
+        return { ok: true, status: this.status() };
+    }
+  }
+
+  private applyStep(req: z.output<typeof REQUESTS.step>): Reply {
+    const m = this.metrics;
+    const gen = this.membership.generation;
+    if (req.generation !== gen.number || !gen.ring.includes(req.trainer)) {
+      return { ok: false, error: `step report from generation ${req.generation}, but generation ${gen.number} (without ${req.trainer}?) is current`, reason: 'stale-generation' };
+    }
+    const stage = this.stages.stage;
+    m.allreduceBytes.inc(req.allreduceBytes);
+    m.allreduceSeconds.inc(req.allreduceSeconds);
+    m.dataWaitSeconds.inc(req.dataWaitSeconds);
+    if (req.seconds !== undefined) m.stepSeconds.observe({ stage }, req.seconds);
+    if (req.step === this.stages.step + 1 && this.stages.phase === 'training') {
+      // The first report of a step advances the run; the others only add their counters.
+      this.stages = completeStep(this.stages, this.opts.budgets);
+      m.stepsTotal.inc({ stage });
+      m.step.set(this.stages.step);
+      if (req.loss !== undefined) {
+        this.loss = req.loss;
+        m.loss.set({ stage }, req.loss);
+      }
+      if (req.gradNorm !== undefined) m.gradNorm.set({ stage }, req.gradNorm);
+      if (req.seconds) m.samplesPerSecond.set({ stage }, (req.samples * gen.ring.length) / req.seconds);
+      this.tickNow(true); // a step boundary: trainers waiting to join enter now
+    } else if (req.step > this.stages.step + 1) {
+      return { ok: false, error: `step ${req.step} reported, but the run is at step ${this.stages.step}`, reason: 'bad-step' };
+    }
+    return { ok: true, phase: this.stages.phase, stage: this.stages.stage, stageStep: this.stages.stageStep, step: this.stages.step };
+  }
+
+  private whereIs(id: string) {
+    const gen = this.membership.generation;
+    const rank = this.membership.rankOf(id);
+    return {
+      generation: gen.number,
+      rank: rank ?? null,
+      worldSize: gen.ring.length,
+      ring: gen.ring,
+      waiting: rank === undefined,
+      phase: this.status().phase,
+      stage: this.stages.stage,
+      step: this.stages.step,
+      checkpoint: this.checkpoint ?? null,
+    };
+  }
+
+  /** Joiners are admitted only between steps (admitJoiners) or while no generation runs. */
+  private tickNow(admitJoiners = !this.membership.ready()): void {
+    const now = this.clock();
+    const m = this.metrics;
+    const r = this.membership.tick(now, { admitJoiners });
+    for (const id of r.dead) {
+      const back = this.table.release(id);
+      m.trainerDeaths.inc();
+      if (back.length) m.leasesReclaimed.inc({ cause: 'dead' }, back.length);
+      log.warn('trainer declared dead', { trainer: id, shardsReleased: back.length });
+    }
+    const expired = this.table.expire(now);
+    if (expired.length) m.leasesReclaimed.inc({ cause: 'expired' }, expired.length);
+    if (r.formed) {
+      if (r.formed.number > 1) m.generationChanges.inc();
+      log.info('generation formed', { generation: r.formed.number, worldSize: r.formed.ring.length });
+      this.opts.nc.publish(generationSubject(this.opts.run), JSON.stringify(r.formed));
+    }
+  }
+
+  private nextEpochIfDone(): void {
+    if (!this.table.finished() || this.epoch + 1 >= this.opts.config.epochs) return;
+    const old = this.epoch;
+    this.epoch++;
+    this.table = new LeaseTable(this.opts.shards.map((s) => s.samples), { epoch: this.epoch, leaseMs: this.opts.config.leaseMs });
+    this.metaDirty = true;
+    void this.store.dropEpoch(old).catch((err) => log.warn('could not delete the shard records of a finished epoch', { epoch: old, error: String(err) }));
+  }
+
+  private metaDirty = false;
+
+  private async restore(): Promise<void> {
+    const now = this.clock();
+    const { config, shards } = this.opts;
+    const st = await this.store.load();
+    const samples = shards.map((s) => s.samples);
+    const mopts = { heartbeatTimeoutMs: config.heartbeatTimeoutMs, minTrainers: config.minTrainers, maxTrainers: config.maxTrainers };
+    this.membership = st.members ? Membership.fromJSON(st.members, mopts, now) : new Membership(mopts);
+    if (st.meta) {
+      if (st.meta.count !== shards.length) {
+        throw new Error(`run ${this.opts.run}: its state in NATS has ${st.meta.count} shards, but the dataset now has ${shards.length}; a run cannot change its dataset`);
+      }
+      this.epoch = st.meta.epoch;
+    } else this.metaDirty = true;
+    this.table = new LeaseTable(samples, { epoch: this.epoch, leaseMs: config.leaseMs });
+    this.table.restore(st.shards);
+    this.stages = st.run ? { phase: st.run.phase, stage: st.run.stage, stageStep: st.run.stageStep, step: st.run.step } : initialStages(this.opts.budgets);
+    this.loss = st.run?.loss;
+    this.checkpoint = st.run?.checkpoint;
+    this.metrics.step.set(this.stages.step);
+    if (this.checkpoint) this.metrics.checkpointStep.set(this.checkpoint.step);
+    if (st.run) log.info('resumed run from JetStream KV', { run: this.opts.run, step: this.stages.step, epoch: this.epoch, shardRecords: st.shards.length });
+    await this.persist();
+  }
+
+  private async persist(): Promise<void> {
+    const writes: Promise<unknown>[] = [];
+    if (this.metaDirty) {
+      writes.push(this.store.putMeta({ epoch: this.epoch, count: this.table.shardCount, expectedSamples: this.table.expectedSamples }));
+      this.metaDirty = false;
+    }
+    const changes = this.table.takeChanges();
+    if (changes.length) writes.push(this.store.putShards(this.epoch, changes));
+    const run: RunRecord = { ...this.stages, epoch: this.epoch, loss: this.loss, checkpoint: this.checkpoint };
+    const runJson = JSON.stringify(run);
+    if (runJson !== this.lastWritten.run) {
+      writes.push(this.store.putRun(run));
+      this.lastWritten.run = runJson;
+    }
+    // Heartbeat times change on every request; membership is rewritten only when who is in it changes.
+    const ms = this.membership.toJSON();
+    const membersJson = JSON.stringify({ ...ms, members: ms.members.map((x) => x.id) });
+    if (membersJson !== this.lastWritten.members) {
+      writes.push(this.store.putMembers(ms));
+      this.lastWritten.members = membersJson;
+    }
+    await Promise.all(writes);
+    this.updateGauges();
+  }
+
+  private updateGauges(): void {
+    const m = this.metrics;
+    const s = this.table.stats();
+    for (const state of ['pending', 'leased', 'done'] as const) m.shards.set({ state }, s[state]);
+    m.samplesSeen.set(this.epoch * this.perEpoch + s.samplesSeen);
+    m.expectedSamples.set(this.opts.config.epochs * this.perEpoch);
+    m.epoch.set(this.epoch);
+    m.members.set(this.membership.generation.ring.length);
+    m.registered.set(this.membership.size);
+    m.generation.set(this.membership.generation.number);
+  }
+}
+
+export interface HttpServer {
+  /** http://host:port */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Serves /metrics, /healthz, /readyz and /status for a coordinator on `port` (0: any free port). */
+export async function startHttpServer(c: Coordinator, opts: { port: number; host?: string }): Promise<HttpServer> {
+  const server: Server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const send = (code: number, type: string, body: string) => {
+      res.writeHead(code, { 'content-type': type });
+      res.end(body);
+    };
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, 'text/plain', 'method not allowed\n');
+    switch (path) {
+      case '/metrics':
+        c.metrics.registry
+          .metrics()
+          .then((text) => send(200, c.metrics.registry.contentType, text))
+          .catch((err: unknown) => send(500, 'text/plain', `${String(err)}\n`));
+        return;
+      case '/healthz':
+        return send(200, 'text/plain', 'ok\n');
+      case '/readyz':
+        return c.ready() ? send(200, 'text/plain', 'ready\n') : send(503, 'text/plain', 'not ready\n');
+      case '/status':
+        return send(200, 'application/json', JSON.stringify(c.status(), null, 2) + '\n');
+      default:
+        return send(404, 'text/plain', 'not found: try /metrics, /healthz, /readyz or /status\n');
+    }
+  });
+  const host = opts.host ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, host, () => resolve());
+  });
+  const port = (server.address() as { port: number }).port;
+  const shown = host === '0.0.0.0' ? '127.0.0.1' : host;
+  return {
+    url: `http://${shown}:${port}`,
+    port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}

@@ -1,0 +1,121 @@
+// The coordinator's state in a JetStream KV bucket (one per run), written through before every reply so a
+// coordinator killed at any point restarts exactly where the last acknowledged request left it:
+//
+//   run                   RunRecord: phase, stage, steps, epoch, last loss, latest checkpoint
+//   members               MembershipState: registered trainers, the current generation
+//   shards.meta           { epoch, count, expectedSamples }: which lease table the shard records belong to
+//   shards.<epoch>.<i>    ShardRecord of shard i, once it left its initial pending state this epoch
+//
+// Per-shard keys (not one snapshot) keep every write small: a lease, progress or completion rewrites one key.
+import type { KV, NatsConnection } from 'nats';
+import type { ShardRecord } from './leases.ts';
+import type { MembershipState } from './membership.ts';
+import type { Phase, Stage } from './stages.ts';
+import { stateBucket } from './subjects.ts';
+
+export interface CheckpointRecord {
+  step: number;
+  key: string;
+  /** Epoch-ms when the coordinator heard of it. */
+  at: number;
+  seconds?: number;
+}
+
+export interface RunRecord {
+  phase: Phase;
+  stage: Stage;
+  stageStep: number;
+  step: number;
+  epoch: number;
+  loss?: number;
+  checkpoint?: CheckpointRecord;
+}
+
+export interface ShardsMeta {
+  epoch: number;
+  count: number;
+  expectedSamples: number;
+}
+
+export interface PersistedState {
+  run?: RunRecord;
+  members?: MembershipState;
+  meta?: ShardsMeta;
+  shards: ShardRecord[];
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export class StateStore {
+  private constructor(private readonly kv: KV) {}
+
+  /** Opens (creating if needed) the run's bucket. */
+  static async open(nc: NatsConnection, run: string): Promise<StateStore> {
+    const kv = await nc.jetstream().views.kv(stateBucket(run), { history: 1 });
+    return new StateStore(kv);
+  }
+
+  async load(): Promise<PersistedState> {
+    const run = await this.getJson<RunRecord>('run');
+    const members = await this.getJson<MembershipState>('members');
+    const meta = await this.getJson<ShardsMeta>('shards.meta');
+    const shards = meta ? await this.loadShards(meta.epoch) : [];
+    return { run, members, meta, shards };
+  }
+
+  putRun(r: RunRecord): Promise<unknown> {
+    return this.putJson('run', r);
+  }
+
+  putMembers(m: MembershipState): Promise<unknown> {
+    return this.putJson('members', m);
+  }
+
+  putMeta(m: ShardsMeta): Promise<unknown> {
+    return this.putJson('shards.meta', m);
+  }
+
+  async putShards(epoch: number, records: ShardRecord[]): Promise<void> {
+    await Promise.all(records.map((r) => this.putJson(`shards.${epoch}.${r.shard}`, r)));
+  }
+
+  /** Deletes the shard records of a finished epoch. */
+  async dropEpoch(epoch: number): Promise<void> {
+    const keys = await this.kv.keys(`shards.${epoch}.>`);
+    const all: string[] = [];
+    for await (const k of keys) all.push(k);
+    await Promise.all(all.map((k) => this.kv.purge(k)));
+  }
+
+  private async loadShards(epoch: number): Promise<ShardRecord[]> {
+    const out: ShardRecord[] = [];
+    // One watch delivers every current value in a single pass (no request per key).
+    // initializedFn may run before watch() returns (an empty bucket), hence the flag.
+    let initialized = false;
+    let iter: Awaited<ReturnType<KV['watch']>> | undefined = undefined;
+    iter = await this.kv.watch({
+      key: `shards.${epoch}.>`,
+      ignoreDeletes: true,
+      initializedFn: () => {
+        initialized = true;
+        iter?.stop();
+      },
+    });
+    if (initialized) iter.stop();
+    for await (const e of iter) {
+      if (e.operation === 'PUT' && e.value.length > 0) out.push(JSON.parse(dec.decode(e.value)) as ShardRecord);
+    }
+    return out;
+  }
+
+  private async getJson<T>(key: string): Promise<T | undefined> {
+    const e = await this.kv.get(key);
+    if (!e || e.operation !== 'PUT' || e.value.length === 0) return undefined;
+    return JSON.parse(dec.decode(e.value)) as T;
+  }
+
+  private putJson(key: string, value: unknown): Promise<number> {
+    return this.kv.put(key, enc.encode(JSON.stringify(value)));
+  }
+}

@@ -1,0 +1,213 @@
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type NatsConnection } from 'nats';
+import { startNats, type NatsServer } from '../helpers/nats.ts';
+import { Coordinator, startHttpServer, type CoordinatorOptions } from '../../src/coordinator/service.ts';
+import { CoordinatorClient, CoordinatorRefusal } from '../../src/coordinator/client.ts';
+import { CoordinatorConfig } from '../../src/coordinator/config.ts';
+
+let nats: NatsServer;
+let nc: NatsConnection;
+before(async () => {
+  nats = await startNats();
+  nc = await connect({ servers: nats.url });
+});
+after(async () => {
+  await nc.drain();
+  await nats.stop();
+});
+
+interface Lease { shard: number; key: string; fromSample: number; samples: number }
+
+/** A hand-driven clock, so heartbeat and lease timeouts are exact regardless of machine load. */
+function clock(start = 1_000_000) {
+  const c = { now: start, fn: () => c.now };
+  return c;
+}
+
+function options(run: string, t: { fn: () => number }, over: Partial<CoordinatorOptions> = {}): CoordinatorOptions {
+  return {
+    nc,
+    run,
+    config: CoordinatorConfig.parse({ heartbeatTimeoutMs: 1000, leaseMs: 5000, minTrainers: 1, maxTrainers: 4, httpPort: 0 }),
+    budgets: { clip: 3, prior: 2, decoder: 0 },
+    shards: Array.from({ length: 6 }, (_, i) => ({ key: `${String(i).padStart(5, '0')}.tar`, samples: 4 + i })),
+    clock: t.fn,
+    ticking: false,
+    ...over,
+  };
+}
+
+test("a killed trainer's shard is leased again over NATS, from its last reported sample", async () => {
+  const t = clock();
+  const c = await Coordinator.start(options('killed', t));
+  try {
+    const a = new CoordinatorClient(nc, 'killed', 'a');
+    const b = new CoordinatorClient(nc, 'killed', 'b');
+    await a.request('register');
+    await b.request('register');
+    const la = (await a.request<{ lease: Lease }>('lease')).lease;
+    await a.request('progress', { shard: la.shard, offset: 2 });
+    // a goes silent (kill -9); b keeps heartbeating
+    t.now += 600;
+    await b.request('heartbeat');
+    t.now += 600;
+    await c.tick();
+    await assert.rejects(a.request('heartbeat'), (e: CoordinatorRefusal) => e.reason === 'unknown-trainer');
+    const seen: Lease[] = [];
+    for (;;) {
+      const r = await b.request<{ lease: Lease | null }>('lease');
+      if (!r.lease) break;
+      seen.push(r.lease);
+      await b.request('complete', { shard: r.lease.shard, samples: r.lease.samples - r.lease.fromSample });
+    }
+    const again = seen.find((l) => l.shard === la.shard)!;
+    assert.equal(again.fromSample, 2);
+    assert.deepEqual(seen.map((l) => l.shard).sort(), [0, 1, 2, 3, 4, 5]);
+    const st = c.status();
+    assert.deepEqual(st.shards, { done: 6, leased: 0, pending: 0 });
+    assert.equal(st.samples_seen, st.expected_samples);
+    assert.equal(st.expected_samples, 4 + 5 + 6 + 7 + 8 + 9);
+    await assert.rejects(a.request('complete', { shard: la.shard, samples: 2 }), (e: CoordinatorRefusal) => e.reason === 'already-done');
+  } finally {
+    await c.stop();
+  }
+});
+
+test('membership generations on join and leave, step reports move the stages', async () => {
+  const t = clock();
+  const c = await Coordinator.start(options('gens', t));
+  try {
+    const a = new CoordinatorClient(nc, 'gens', 'a');
+    const b = new CoordinatorClient(nc, 'gens', 'b');
+    const r1 = await a.request<{ generation: number; rank: number }>('register');
+    assert.deepEqual([r1.generation, r1.rank], [1, 0]);
+    const r2 = await b.request<{ generation: number; waiting: boolean }>('register');
+    assert.deepEqual([r2.generation, r2.waiting], [1, true], 'b waits for the next step boundary');
+    await c.tick();
+    assert.equal(c.status().generation, 1, 'a tick mid-step does not let a joiner in');
+    const s = await a.request<{ step: number; stage: string }>('step', { generation: 1, step: 1, loss: 2.5, samples: 8, seconds: 0.5 });
+    assert.deepEqual([s.step, s.stage], [1, 'clip']);
+    const hb = await b.request<{ generation: number; rank: number; worldSize: number }>('heartbeat');
+    assert.deepEqual([hb.generation, hb.rank, hb.worldSize], [2, 1, 2], 'b entered at the step boundary');
+    await assert.rejects(a.request('step', { generation: 1, step: 2 }), (e: CoordinatorRefusal) => e.reason === 'stale-generation');
+    for (let step = 2; step <= 3; step++) {
+      await a.request('step', { generation: 2, step, loss: 2 });
+      await b.request('step', { generation: 2, step, loss: 2 }); // the second report of a step only adds counters
+    }
+    assert.equal(c.status().stage, 'prior');
+    assert.equal(c.status().step, 3);
+    await b.request('leave');
+    await c.tick();
+    assert.deepEqual(c.status().members, ['a']);
+    assert.equal(c.status().generation, 3);
+  } finally {
+    await c.stop();
+  }
+});
+
+test('a restarted coordinator resumes from JetStream KV with the same lease table and generation', async () => {
+  const t = clock();
+  const first = await Coordinator.start(options('resume', t));
+  const a = new CoordinatorClient(nc, 'resume', 'a');
+  const b = new CoordinatorClient(nc, 'resume', 'b');
+  await a.request('register');
+  await b.request('register');
+  await a.request('step', { generation: 1, step: 1, loss: 1.25 }); // b enters: generation 2
+  const la = (await a.request<{ lease: Lease }>('lease')).lease;
+  const lb = (await b.request<{ lease: Lease }>('lease')).lease;
+  await a.request('complete', { shard: la.shard, samples: la.samples });
+  await b.request('progress', { shard: lb.shard, offset: 3 });
+  await a.request('checkpoint', { step: 1, key: 'ckpt/000001', seconds: 0.2 });
+  const before = first.status();
+  await first.stop(); // as if killed: nothing is written on the way out
+
+  const second = await Coordinator.start(options('resume', t));
+  try {
+    const now = second.status();
+    assert.deepEqual({ ...now, checkpoint: null }, { ...before, checkpoint: null });
+    assert.equal(now.checkpoint?.key, 'ckpt/000001');
+    assert.deepEqual(now.members, ['a', 'b']);
+    assert.equal(now.generation, 2);
+    assert.equal(now.loss, 1.25);
+    // b still holds its lease and continues from its offset
+    await b.request('complete', { shard: lb.shard, samples: lb.samples });
+    const next = (await a.request<{ lease: Lease }>('lease')).lease;
+    assert.ok(![la.shard, lb.shard].includes(next.shard));
+    assert.equal(second.status().samples_seen, la.samples + lb.samples);
+  } finally {
+    await second.stop();
+  }
+});
+
+test('a restarted coordinator refuses a dataset with a different shard count', async () => {
+  const t = clock();
+  const c = await Coordinator.start(options('dataset', t));
+  await c.stop();
+  await assert.rejects(Coordinator.start(options('dataset', t, { shards: [{ key: 'x.tar', samples: 3 }] })), /6 shards, but the dataset now has 1/);
+});
+
+test('/status, /metrics, /healthz and /readyz answer over HTTP', async () => {
+  const t = clock();
+  const c = await Coordinator.start(options('http', t, { filterDropped: { language: 7 } }));
+  const http = await startHttpServer(c, { port: 0 });
+  try {
+    const a = new CoordinatorClient(nc, 'http', 'a');
+    await a.request('register');
+    const l = (await a.request<{ lease: Lease }>('lease')).lease;
+    await a.request('step', { generation: 1, step: 1, loss: 3.5, samples: 4, seconds: 2, allreduceBytes: 1024 });
+    await a.request('progress', { shard: l.shard, offset: 4 });
+    await a.request('checkpoint', { step: 1, key: 'ckpt/1', seconds: 0.5 });
+    const status = (await (await fetch(`${http.url}/status`)).json()) as Record<string, unknown>;
+    assert.equal(status.phase, 'training');
+    assert.equal(status.step, 1);
+    assert.equal(status.loss, 3.5);
+    assert.deepEqual(status.shards, { done: 0, leased: 1, pending: 5 });
+    assert.equal(status.samples_seen, 4);
+    assert.deepEqual(status.members, ['a']);
+    assert.equal((status.checkpoint as { key: string }).key, 'ckpt/1');
+    const res = await fetch(`${http.url}/metrics`);
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    for (const line of [
+      'easel_shards{state="leased",run="http"} 1',
+      'easel_shards{state="pending",run="http"} 5',
+      'easel_loss{stage="clip",run="http"} 3.5',
+      'easel_allreduce_bytes_total{run="http"} 1024',
+      'easel_members{run="http"} 1',
+      'easel_samples_seen{run="http"} 4',
+      'easel_filter_dropped_samples{reason="language",run="http"} 7',
+      'easel_checkpoint_step{run="http"} 1',
+    ]) {
+      assert.ok(text.includes(line), `metrics include ${line}`);
+    }
+    assert.match(text, /easel_checkpoint_age_seconds\{run="http"\} \d/);
+    assert.equal((await fetch(`${http.url}/healthz`)).status, 200);
+    assert.equal((await fetch(`${http.url}/readyz`)).status, 200);
+    assert.equal((await fetch(`${http.url}/nope`)).status, 404);
+    await c.stop();
+    assert.equal((await fetch(`${http.url}/readyz`)).status, 503);
+  } finally {
+    await c.stop();
+    await http.close();
+  }
+});
+
+test('a malformed request is refused with the field named', async () => {
+  const t = clock();
+  const c = await Coordinator.start(options('bad', t));
+  try {
+    const a = new CoordinatorClient(nc, 'bad', 'a');
+    await a.request('register');
+    await assert.rejects(a.request('progress', { shard: -1, offset: 'x' }), (e: CoordinatorRefusal) => e.reason === 'bad-request' && /shard/.test(e.message) && /offset/.test(e.message));
+  } finally {
+    await c.stop();
+  }
+});
+
+test('bad coordinator config names the field', async () => {
+  const { parseCoordinatorConfig } = await import('../../src/coordinator/config.ts');
+  assert.throws(() => parseCoordinatorConfig({ leaseMs: -1 }), /coordinator\.leaseMs/);
+  assert.throws(() => parseCoordinatorConfig({ minTrainers: 5, maxTrainers: 2 }), /coordinator\.minTrainers: must be at most maxTrainers/);
+  assert.throws(() => parseCoordinatorConfig({ heartbeatTimeout: 3 }), /heartbeatTimeout/);
+});
