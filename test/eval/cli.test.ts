@@ -1,0 +1,99 @@
+// generate, variations and eval on a freshly trained tiny checkpoint (a couple of steps per stage): the files
+// they write exist, decode with sharp and have the right size; eval.json has every field, each in range.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { openStore } from '../../src/data/store/index.ts';
+import { drawSpec, renderImage, writeSynthDataset } from '../../src/data/synth/index.ts';
+import { train } from '../../src/trainer/train.ts';
+import { Rng } from '../../src/util/rng.ts';
+import { run as generate } from '../../src/cli/generate.ts';
+import { run as variations } from '../../src/cli/variations.ts';
+import { run as evalCli } from '../../src/cli/eval.ts';
+import { UsageError } from '../../src/cli/args.ts';
+import { IMAGE_SIZE, tinyConfig } from '../trainer/fixtures.ts';
+
+let dir: string;
+let ckpt: string;
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'easel-eval-'));
+  const store = await openStore(join(dir, 'data'));
+  await writeSynthDataset(store, { shards: 1, perShard: 16, size: IMAGE_SIZE, seed: 4, badFraction: 0, evalPerPair: 3, format: 'png' });
+  await store.close();
+  ckpt = join(dir, 'ckpt');
+  const result = await train(tinyConfig(join(dir, 'data'), ckpt, { clip: 2, prior: 2, decoder: 2 }));
+  result.dispose();
+});
+
+after(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function pngSize(path: string) {
+  const m = await sharp(path).metadata();
+  return { format: m.format, width: m.width, height: m.height };
+}
+
+test('easel generate writes n PNGs per prompt at the model size and one grid, from the run folder (latest checkpoint)', async () => {
+  const out = join(dir, 'gen');
+  const code = await generate(['--checkpoint', ckpt, '--prompt', 'a green triangle', '--prompt', 'a red circle on a white background', '--n', '2', '--rerank', '3', '--steps', '2', '--prior-steps', '2', '--out', out]);
+  assert.equal(code, 0);
+  const files = (await readdir(out)).sort();
+  assert.equal(files.length, 5, files.join(', '));
+  assert.ok(files.includes('grid.png'));
+  for (const f of files.filter((f) => f !== 'grid.png')) assert.deepEqual(await pngSize(join(out, f)), { format: 'png', width: IMAGE_SIZE, height: IMAGE_SIZE });
+  const grid = await pngSize(join(out, 'grid.png'));
+  // 2 rows × 2 columns of 4× scaled images with 2-pixel gaps.
+  assert.deepEqual(grid, { format: 'png', width: 2 * IMAGE_SIZE * 4 + 3 * 2, height: 2 * IMAGE_SIZE * 4 + 3 * 2 });
+});
+
+test('easel generate is deterministic for a seed', async () => {
+  const a = join(dir, 'det-a');
+  const b = join(dir, 'det-b');
+  for (const out of [a, b]) assert.equal(await generate(['--checkpoint', ckpt, '--prompt', 'a blue square', '--n', '1', '--steps', '2', '--prior-steps', '2', '--seed', '7', '--out', out]), 0);
+  const f = '00-a-blue-square-0.png';
+  assert.deepEqual(await readFile(join(a, f)), await readFile(join(b, f)));
+});
+
+test('easel generate refuses rerank below n and a bad number, naming the field', async () => {
+  await assert.rejects(generate(['--checkpoint', ckpt, '--prompt', 'x', '--n', 'four', '--out', join(dir, 'bad')]), (e: Error) => e instanceof UsageError && /n:/.test(e.message));
+  await assert.rejects(generate(['--checkpoint', ckpt, '--prompt', 'a red circle', '--n', '4', '--rerank', '2', '--steps', '1', '--prior-steps', '1', '--out', join(dir, 'bad')]), /rerank/);
+  await assert.rejects(generate(['--prompt', 'x', '--out', join(dir, 'bad')]), /--checkpoint is required/);
+});
+
+test('easel variations writes n PNGs of one input image and a grid', async () => {
+  const rng = new Rng(1);
+  const input = join(dir, 'input.png');
+  await sharp(await renderImage(drawSpec(rng, { color: 'blue', shape: 'circle' }, 40, 40), 'png')).toFile(input);
+  const out = join(dir, 'var');
+  assert.equal(await variations(['--checkpoint', ckpt, '--image', input, '--n', '3', '--steps', '2', '--out', out]), 0);
+  const files = (await readdir(out)).sort();
+  assert.deepEqual(files, ['grid.png', 'variation-0.png', 'variation-1.png', 'variation-2.png']);
+  assert.deepEqual(await pngSize(join(out, 'variation-1.png')), { format: 'png', width: IMAGE_SIZE, height: IMAGE_SIZE });
+});
+
+test('easel variations names a file that is not an image', async () => {
+  const bogus = join(dir, 'input.txt');
+  await import('node:fs/promises').then((fs) => fs.writeFile(bogus, 'not an image'));
+  await assert.rejects(variations(['--checkpoint', ckpt, '--image', bogus, '--out', join(dir, 'var2')]), /not an image sharp can decode/);
+});
+
+test('easel eval writes eval.json with every figure, each in range', async () => {
+  const out = join(dir, 'eval.json');
+  assert.equal(await evalCli(['--checkpoint', ckpt, '--data', join(dir, 'data', 'eval'), '--out', out, '--generate', '4', '--steps', '2', '--prior-steps', '2']), 0);
+  const r = JSON.parse(await readFile(out, 'utf8'));
+  const inUnit = (x: unknown) => typeof x === 'number' && x >= 0 && x <= 1;
+  const inCos = (x: unknown) => typeof x === 'number' && x >= -1 - 1e-6 && x <= 1 + 1e-6;
+  assert.ok(inUnit(r.clip.retrieval_top1), JSON.stringify(r.clip));
+  assert.ok(inCos(r.prior.cosine) && inCos(r.prior.text_baseline_cosine), JSON.stringify(r.prior));
+  assert.ok(inUnit(r.decoder.color_accuracy) && inUnit(r.decoder.shape_accuracy), JSON.stringify(r.decoder));
+  assert.deepEqual(r.counts, { retrieval: 6, prior: 6, decoder: 4 });
+});
+
+test('easel eval names a data URL without the synthetic ground truth', async () => {
+  await assert.rejects(evalCli(['--checkpoint', ckpt, '--data', join(dir, 'nothing-here')]), /no shards/);
+});
