@@ -6,6 +6,7 @@ type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Pro
 
 // Each helper-owned command registers one line here (name → lazily imported module exporting run(argv)).
 const COMMANDS: Record<string, Command> = {
+  coordinator: { summary: 'own one distributed run: shard leases, membership, stages, metrics (state in NATS JetStream)', load: () => import('./coordinator.ts') },
   data: { summary: 'write the synthetic shapes dataset (easel data synth)', load: () => import('./data.ts') },
   filter: { summary: 'keep the caption–image samples DALL·E would train on; count what was dropped and why', load: () => import('./filter.ts') },
   trainer: { summary: 'one data-parallel trainer of a coordinated run over NATS (easel trainer --nats <url> --run <id> --config <run.yaml>)', load: () => import('./trainer.ts') },
