@@ -1,0 +1,80 @@
+// `easel trainer --nats <url> --run <id> --config <run.yaml>`: one data-parallel trainer of a run that
+// `easel coordinator` owns. Ctrl-C (SIGINT) or SIGTERM stops every rank after the same step; rank 0 writes a
+// checkpoint, and `easel trainer` started again continues from it (--resume latest is the default).
+import { parseFlags, UsageError } from './args.ts';
+
+const HELP = `usage: easel trainer --nats <url> --run <id> --config <run.yaml> [--id <trainer id>] [--resume latest|none|<url>]
+                     [--heartbeat-ms <ms>] [--collective-timeout-ms <ms>] [--trace <file>]
+
+  --nats     NATS server URL(s), comma-separated
+  --run      the run id the coordinator was started with
+  --config   the run file (models, stages, data, checkpoints); the same file the coordinator reads
+  --id       this trainer's id (default: <host>-<pid>)
+  --resume   'latest' (default) continues from checkpoint.url if it holds one; 'none' starts fresh; or a checkpoint URL
+  --heartbeat-ms            how often to heartbeat the coordinator (default 1000)
+  --collective-timeout-ms   abandon an all-reduce that makes no progress this long (default 15000)
+  --trace    append one JSON line per applied step (rank, step, samples, loss, weights checksum) to this file`;
+
+function positiveInt(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${flag}: expected a positive integer, got '${value}'`);
+  return n;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const parsed = parseFlags(
+    argv,
+    {
+      nats: { type: 'string' },
+      run: { type: 'string' },
+      config: { type: 'string' },
+      id: { type: 'string' },
+      resume: { type: 'string' },
+      'heartbeat-ms': { type: 'string' },
+      'collective-timeout-ms': { type: 'string' },
+      trace: { type: 'string' },
+    },
+    HELP,
+  );
+  if (!parsed) return 0;
+  const { values } = parsed;
+  for (const f of ['nats', 'run', 'config'] as const) if (!values[f]) throw new UsageError(`--${f} is required\n\n${HELP}`);
+  const { checkRunId } = await import('../coordinator/subjects.ts');
+  try {
+    checkRunId(values.run!);
+  } catch (err) {
+    throw new UsageError(`--run: ${(err as Error).message}`);
+  }
+  const { loadRunConfig } = await import('../trainer/config.ts');
+  const config = await loadRunConfig(values.config!);
+  const { trainDistributed } = await import('../trainer/distributed.ts');
+  const abort = new AbortController();
+  const onSignal = (sig: string) => {
+    if (abort.signal.aborted) process.exit(130);
+    console.error(`easel trainer: ${sig}: stopping after this step with every rank (again to quit at once)`);
+    abort.abort();
+  };
+  const sigint = () => onSignal('SIGINT');
+  const sigterm = () => onSignal('SIGTERM');
+  process.on('SIGINT', sigint);
+  process.on('SIGTERM', sigterm);
+  try {
+    const r = await trainDistributed({
+      nats: values.nats!.split(','),
+      run: values.run!,
+      config,
+      id: values.id,
+      resume: values.resume,
+      heartbeatMs: positiveInt('heartbeat-ms', values['heartbeat-ms']),
+      collectiveTimeoutMs: positiveInt('collective-timeout-ms', values['collective-timeout-ms']),
+      traceFile: values.trace,
+      signal: abort.signal,
+    });
+    console.log(`trainer ${r.ended} at step ${r.globalStep}: ${r.samples} samples from this trainer, ${r.generations} generation(s); checkpoint ${r.lastCheckpoint ?? '(none written here)'}`);
+    return 0;
+  } finally {
+    process.off('SIGINT', sigint);
+    process.off('SIGTERM', sigterm);
+  }
+}

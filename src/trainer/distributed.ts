@@ -1,0 +1,673 @@
+// A data-parallel trainer of a run owned by a coordinator (`easel trainer`). It registers, heartbeats, and waits
+// for a generation to give it a rank; then, per step, it reads a batch from the shard it leased, computes the
+// gradient with the single-process step (step.ts), all-reduces it over NATS with the transport's ring, applies the
+// identical update on every rank, and reports the samples it consumed. Rank 0 writes checkpoints.
+//
+// One all-reduced vector per step carries, after the gradient, four numbers per rank summed over the ranks:
+//   [ n·grad…, n, n·loss, stop, dataDone ]
+// where n is the samples this rank contributed (0 when it has no shard), so the update is the sample-weighted mean
+// gradient even when ranks have unequal or empty batches; `stop` makes every rank stop after the same step (Ctrl-C
+// on any), and `dataDone` = W means no rank has data left (the run's epochs are read) and the run ends.
+//
+// A generation change (heartbeat reply, or a collective that times out) abandons the step in flight: nothing of it
+// is applied or reported; the next generation starts with rank 0 broadcasting its state (weights, EMA, Adam state,
+// step counters), and every rank re-reads its shard from the last offset it reported.
+//
+// CLIP's contrastive loss uses each rank's own batch as negatives (not the global batch; see the report of issue 4).
+import { appendFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { Worker } from 'node:worker_threads';
+import { hostname } from 'node:os';
+import * as tf from '@tensorflow/tfjs-core';
+import type { NatsConnection } from 'nats';
+import { shardBatches, type Batch, type Loader } from '../data/loader.ts';
+import { openStore, type ObjectStore } from '../data/store/index.ts';
+import { initBackend } from '../model/backend.ts';
+import { coordSubject, type Verb } from '../coordinator/subjects.ts';
+import { CollectiveAbortedError, CollectiveTimeoutError, openRing, type Ring } from '../transport/allreduce.ts';
+import { closeNats, openNats } from '../transport/connection.ts';
+import { logger } from '../util/log.ts';
+import { deriveSeed } from '../util/rng.ts';
+import { optimizerTensors, readCheckpoint, restoreOptimizer, writeCheckpoint, type CheckpointData } from './checkpoint.ts';
+import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
+import { Ema } from './ema.ts';
+import { buildModels, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
+import type { SafeTensor } from './safetensors.ts';
+import { learningRateAt } from './schedule.ts';
+import { paramCount, trainStep } from './step.ts';
+import { restoreRunWeights, runWeights, type RunEma } from './train.ts';
+
+const log = logger('trainer');
+
+export interface DistributedOptions {
+  /** NATS server URL(s). */
+  nats: string | string[];
+  /** Run id: the coordinator's `--run`. */
+  run: string;
+  config: RunConfig;
+  /** This trainer's id (default: host-pid). */
+  id?: string;
+  /** 'latest' (default: continue from checkpoint.url if one exists), 'none', or a checkpoint URL. */
+  resume?: string;
+  heartbeatMs?: number;
+  /** A collective with no progress for this long is abandoned (a peer died). */
+  collectiveTimeoutMs?: number;
+  /** Aborting stops every rank after the same step; rank 0 writes a checkpoint. */
+  signal?: AbortSignal;
+  /** Appends one JSON line per applied step: {rank, generation, step, stage, samples, loss, weights} (tests). */
+  traceFile?: string;
+  onStep?: (r: DistributedStepReport) => void;
+}
+
+export interface DistributedStepReport {
+  rank: number;
+  world: number;
+  generation: number;
+  stage: StageName;
+  stageStep: number;
+  globalStep: number;
+  /** Sample-weighted mean loss over all ranks. */
+  loss: number;
+  /** Samples every rank together contributed to this step. */
+  samples: number;
+  skipped: boolean;
+}
+
+export interface DistributedResult {
+  globalStep: number;
+  /** Why the loop ended. */
+  ended: 'finished' | 'data-exhausted' | 'stopped' | 'run-done';
+  /** Samples this trainer contributed to applied steps. */
+  samples: number;
+  generations: number;
+  lastCheckpoint: string | undefined;
+}
+
+/** Thrown out of the reduce when every rank's batch was empty: nothing to apply. */
+class EmptyStep extends Error {
+  constructor(readonly allDone: boolean) {
+    super('no rank had samples for this step');
+  }
+}
+
+/** Where the coordinator says this trainer stands (register/heartbeat reply). */
+interface WhereIs {
+  generation: number;
+  rank: number | null;
+  worldSize: number;
+  phase: 'waiting' | 'training' | 'done';
+}
+
+interface LeaseReply {
+  lease: { shard: number; key: string; epoch: number; fromSample: number; samples: number } | null;
+  done: boolean;
+}
+
+type Reply = { ok: true } & Record<string, unknown>;
+
+class CoordinatorError extends Error {
+  constructor(
+    message: string,
+    readonly reason: string | undefined,
+  ) {
+    super(message);
+  }
+}
+
+/** JSON request/reply to the coordinator's verbs; retries while no coordinator answers (it may be restarting). */
+export class CoordinatorClient {
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly run: string,
+    readonly trainer: string,
+    private readonly patienceMs = 60_000,
+  ) {}
+
+  async call<T = Reply>(verb: Verb, body: Record<string, unknown> = {}): Promise<T & Reply> {
+    const deadline = Date.now() + this.patienceMs;
+    for (;;) {
+      try {
+        const msg = await this.nc.request(coordSubject(this.run, verb), JSON.stringify({ trainer: this.trainer, ...body }), { timeout: 5000 });
+        const reply = JSON.parse(new TextDecoder().decode(msg.data)) as { ok: boolean; error?: string; reason?: string };
+        if (!reply.ok) throw new CoordinatorError(`coordinator refused ${verb}: ${reply.error}`, reply.reason);
+        return reply as T & Reply;
+      } catch (err) {
+        if (err instanceof CoordinatorError || Date.now() > deadline || this.nc.isClosed()) throw err;
+        log.debug('coordinator not answering, retrying', { verb, error: (err as Error).message });
+        await sleep(250);
+      }
+    }
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// Heartbeats come from a worker thread with its own NATS connection: a training step blocks the main thread for
+// as long as the math takes (seconds on a loaded CPU), and a trainer must not be declared dead for computing.
+const HEARTBEAT_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { connect } = require(workerData.natsPath);
+let stopped = false;
+parentPort.on('message', (m) => { if (m === 'stop') stopped = true; });
+(async () => {
+  const nc = await connect({ servers: workerData.servers, name: workerData.name + '-heartbeat', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  while (!stopped) {
+    try {
+      const msg = await nc.request(workerData.subject, JSON.stringify({ trainer: workerData.trainer }), { timeout: 5000 });
+      parentPort.postMessage(new TextDecoder().decode(msg.data));
+    } catch (err) {
+      parentPort.postMessage(JSON.stringify({ ok: false, error: String(err), reason: 'no-reply' }));
+    }
+    await new Promise((r) => setTimeout(r, workerData.intervalMs));
+  }
+  await nc.drain();
+})().catch((err) => parentPort.postMessage(JSON.stringify({ ok: false, error: String(err), reason: 'worker-failed' })));
+`;
+
+/** Starts the heartbeat thread; `onReply` gets every reply (parsed JSON). Returns a stop function. */
+function startHeartbeats(opts: { servers: string | string[]; run: string; trainer: string; intervalMs: number }, onReply: (r: { ok: boolean; reason?: string; error?: string } & Partial<WhereIs>) => void): () => Promise<void> {
+  const natsPath = createRequire(import.meta.url).resolve('nats');
+  const worker = new Worker(HEARTBEAT_WORKER, { eval: true, workerData: { ...opts, natsPath, name: `trainer-${opts.trainer}`, subject: coordSubject(opts.run, 'heartbeat') } });
+  worker.on('message', (text: string) => onReply(JSON.parse(text)));
+  worker.on('error', (err) => log.error('heartbeat thread failed', { error: String(err) }));
+  return async () => {
+    worker.postMessage('stop');
+    await sleep(50);
+    await worker.terminate();
+  };
+}
+
+/** The batches of the shards this trainer leases, one shard at a time; rewinds to the last reported offset. */
+class ShardFeed {
+  private lease: LeaseReply['lease'] = null;
+  /** Offset of the lease's shard the coordinator has recorded (samples before it were applied). */
+  private reported = 0;
+  private batchSize = 0;
+  private loader: Loader | undefined;
+  /** Set when the coordinator had no shard left for us and said the epochs are done. */
+  exhausted = false;
+  /** Samples this trainer contributed to applied steps. */
+  samples = 0;
+
+  constructor(
+    private readonly coord: CoordinatorClient,
+    private readonly store: ObjectStore,
+    private readonly config: RunConfig,
+  ) {}
+
+  /** The next batch of `batchSize`, or undefined when no shard is free right now. */
+  async next(batchSize: number): Promise<{ batch: Batch; shard: number; key: string } | undefined> {
+    if (batchSize !== this.batchSize) await this.rewind();
+    this.batchSize = batchSize;
+    for (;;) {
+      if (!this.lease && !(await this.acquire())) return undefined;
+      const lease = this.lease!;
+      if (!this.loader) {
+        this.loader = shardBatches({
+          store: this.store,
+          shard: lease.key,
+          epoch: lease.epoch,
+          startSample: this.reported,
+          batchSize,
+          imageSize: this.config.data.imageSize,
+          seed: deriveSeed(this.config.seed, SEED.data),
+          prefetch: this.config.data.prefetch,
+        });
+      }
+      const r = await this.loader.next();
+      if (!r.done) return { batch: r.value, shard: lease.shard, key: lease.key };
+      // The shard ended without a batch reaching its last sample (its tail was unreadable): close the lease.
+      await this.finishShard(lease.samples);
+    }
+  }
+
+  /** After an applied step: records the batch's samples with the coordinator (completing the shard at its end). */
+  async applied(batch: Batch, shard: number): Promise<void> {
+    const lease = this.lease;
+    if (!lease || lease.shard !== shard) return;
+    this.samples += batch.cursor.sample - this.reported;
+    if (batch.cursor.sample >= lease.samples) return this.finishShard(lease.samples);
+    try {
+      await this.coord.call('progress', { shard, offset: batch.cursor.sample });
+      this.reported = batch.cursor.sample;
+    } catch (err) {
+      await this.lost(err);
+    }
+  }
+
+  /** Drops read-ahead batches: the next batch starts at the last reported offset (after an abandoned step). */
+  async rewind(): Promise<void> {
+    await this.loader?.return?.();
+    this.loader = undefined;
+  }
+
+  /** Gives the lease back implicitly (the coordinator releases it when we leave). */
+  async close(): Promise<void> {
+    await this.rewind();
+  }
+
+  private async acquire(): Promise<boolean> {
+    const r = await this.coord.call<LeaseReply>('lease');
+    if (!r.lease) {
+      this.exhausted = r.done;
+      return false;
+    }
+    this.exhausted = false;
+    this.lease = r.lease;
+    this.reported = r.lease.fromSample;
+    log.debug('leased shard', { shard: r.lease.shard, key: r.lease.key, epoch: r.lease.epoch, from: r.lease.fromSample });
+    return true;
+  }
+
+  private async finishShard(end: number): Promise<void> {
+    const lease = this.lease!;
+    await this.rewind();
+    this.lease = null;
+    try {
+      await this.coord.call('complete', { shard: lease.shard, samples: end - lease.fromSample });
+    } catch (err) {
+      await this.lost(err);
+    }
+  }
+
+  /** The coordinator no longer counts this lease as ours (it expired): drop it and lease anew. */
+  private async lost(err: unknown): Promise<void> {
+    if (!(err instanceof CoordinatorError)) throw err;
+    log.warn('lease lost; its samples since the last report will be read again by the next lessee', { error: err.message });
+    await this.rewind();
+    this.lease = null;
+  }
+}
+
+/** Where a run stands: the state rank 0 broadcasts at the start of every generation. */
+interface Progress {
+  stage: number;
+  stageStep: number;
+  globalStep: number;
+  skipped: Record<string, number>;
+  loss: Record<string, number>;
+}
+
+/** FNV-1a over the bytes of every trainable weight and EMA weight (divergence checks in tests and logs). */
+export function weightsChecksum(models: Models, ema: RunEma): string {
+  let h = 0x811c9dc5;
+  for (const [, t] of runWeights(models, ema)) {
+    const a = t.dataSync() as Float32Array;
+    const bytes = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    for (let i = 0; i < bytes.length; i++) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, '0');
+}
+
+export async function trainDistributed(opts: DistributedOptions): Promise<DistributedResult> {
+  const { config } = opts;
+  await initBackend(config.backend === 'auto' ? undefined : config.backend);
+  const id = opts.id ?? `${hostname()}-${process.pid}`;
+  const nc = await openNats({ servers: opts.nats, name: `trainer-${id}` });
+  const models = buildModels(config);
+  const ema: RunEma = { prior: new Ema(models.prior.params()), decoder: new Ema(models.decoder.params()) };
+  const dataStore = await openStore(config.data.train);
+  try {
+    return await new DistributedTrainer(opts, id, nc, models, ema, dataStore).run();
+  } finally {
+    disposeModels(models);
+    ema.prior.dispose();
+    ema.decoder.dispose();
+    await dataStore.close();
+    await closeNats(nc);
+  }
+}
+
+class DistributedTrainer {
+  private readonly coord: CoordinatorClient;
+  private readonly feed: ShardFeed;
+  private progress: Progress = { stage: 0, stageStep: 0, globalStep: 0, skipped: {}, loss: {} };
+  private where: WhereIs = { generation: 0, rank: null, worldSize: 0, phase: 'waiting' };
+  private ring: Ring | undefined;
+  private optimizer: { stage: number; opt: tf.Optimizer } | undefined;
+  private resumedOptimizer: { stage: number; stageStep: number; saved: Map<string, SafeTensor> } | undefined;
+  private generations = 0;
+  private lastCheckpoint: string | undefined;
+  private lastSaved = performance.now();
+  private savedStep = -1;
+  /** The Adam state came from rank 0's broadcast: restore it even at stage step 0. */
+  private forceRestore = false;
+  /** The generation whose step was abandoned: not entered again. */
+  private abandoned = -1;
+  private reregistering = false;
+
+  constructor(
+    private readonly opts: DistributedOptions,
+    private readonly id: string,
+    private readonly nc: NatsConnection,
+    private readonly models: Models,
+    private readonly ema: RunEma,
+    dataStore: ObjectStore,
+  ) {
+    this.coord = new CoordinatorClient(nc, opts.run, id);
+    this.feed = new ShardFeed(this.coord, dataStore, opts.config);
+  }
+
+  async run(): Promise<DistributedResult> {
+    await this.resume();
+    this.where = await this.coord.call<WhereIs>('register');
+    log.info('registered', { trainer: this.id, run: this.opts.run, generation: this.where.generation, waiting: this.where.rank === null });
+    const stopBeats = startHeartbeats({ servers: this.opts.nats, run: this.opts.run, trainer: this.id, intervalMs: this.opts.heartbeatMs ?? 1000 }, (r) => this.onHeartbeat(r));
+    let ended: DistributedResult['ended'] | undefined;
+    let waitingSince = performance.now();
+    try {
+      while (!ended) {
+        if (this.opts.signal?.aborted) ended = 'stopped';
+        else if (this.where.phase === 'done') ended = 'run-done';
+        else if (this.where.rank === null || this.where.generation === 0 || this.where.generation === this.abandoned) {
+          // After an abandoned step the ranks meet again only in a new generation; if none forms (every peer is
+          // alive, one was just slow), leaving and registering again makes one.
+          if (this.where.generation === this.abandoned && performance.now() - waitingSince > 3 * (this.opts.heartbeatMs ?? 1000) + 2000) {
+            log.warn('no new generation after an abandoned step: leaving and registering again', { generation: this.abandoned });
+            await this.coord.call('leave');
+            this.where = await this.coord.call<WhereIs>('register');
+            this.abandoned = -1;
+          }
+          await sleep(100);
+        } else {
+          ended = await this.generation();
+          waitingSince = performance.now();
+        }
+      }
+    } finally {
+      await stopBeats();
+      this.ring?.close();
+      await this.feed.close();
+      this.optimizer?.opt.dispose();
+      await this.coord.call('leave').catch((err) => log.warn('could not leave the run', { error: String(err) }));
+    }
+    log.info('trainer done', { ended, global_step: this.progress.globalStep, samples: this.feed.samples });
+    return { globalStep: this.progress.globalStep, ended, samples: this.feed.samples, generations: this.generations, lastCheckpoint: this.lastCheckpoint };
+  }
+
+  private onHeartbeat(r: { ok: boolean; reason?: string; error?: string } & Partial<WhereIs>): void {
+    if (r.ok) {
+      this.where = r as WhereIs;
+      if (this.ring && (r.generation !== this.ring.generation || r.rank !== this.ring.rank)) this.ring.abort(`generation ${r.generation} formed`);
+    } else if (r.reason === 'unknown-trainer') {
+      if (this.reregistering) return;
+      log.warn('the coordinator forgot this trainer (declared dead?): registering again');
+      this.ring?.abort('re-registering');
+      this.reregistering = true;
+      this.coord
+        .call<WhereIs>('register')
+        .then((w) => (this.where = w))
+        .catch((err) => log.warn('registering again failed', { error: String(err) }))
+        .finally(() => (this.reregistering = false));
+    } else log.warn('heartbeat failed', { error: r.error });
+  }
+
+  /** Trains within one generation; returns how the run ended, or undefined when the generation changed. */
+  private async generation(): Promise<DistributedResult['ended'] | undefined> {
+    const { generation, rank, worldSize } = this.where;
+    const ring = openRing(this.nc, { run: this.opts.run, generation, rank: rank!, world: worldSize }, { timeoutMs: this.opts.collectiveTimeoutMs ?? 15_000 });
+    this.ring = ring;
+    this.generations++;
+    log.info('generation', { generation, rank, world: worldSize });
+    try {
+      await this.sync(ring);
+      await this.feed.rewind();
+      for (;;) {
+        const ended = await this.step(ring);
+        if (ended) return ended;
+      }
+    } catch (err) {
+      if (err instanceof CollectiveAbortedError || err instanceof CollectiveTimeoutError) {
+        log.warn('step abandoned: membership changed', { generation, step: this.progress.globalStep, error: err.message });
+        this.abandoned = generation;
+        return undefined;
+      }
+      throw err;
+    } finally {
+      ring.close();
+      this.ring = undefined;
+    }
+  }
+
+  /** One step of the current stage. Returns how the run ended, if it did. */
+  private async step(ring: Ring): Promise<DistributedResult['ended'] | undefined> {
+    const { config } = this.opts;
+    const p = this.progress;
+    while (p.stage < STAGES.length && p.stageStep >= config.stages[STAGES[p.stage]].steps) {
+      p.stage++;
+      p.stageStep = 0;
+    }
+    if (p.stage >= STAGES.length) {
+      await this.save(true);
+      return 'finished';
+    }
+    const stage = STAGES[p.stage];
+    const sc = config.stages[stage];
+    const params = stageParams(this.models, stage);
+    const optimizer = await this.stageOptimizer(p.stage, params);
+    const batchSize = stageBatchSize(config, stage);
+    const t0 = performance.now();
+    const next = await this.feed.next(batchSize);
+    const dataWait = (performance.now() - t0) / 1000;
+    const n = next?.batch.captions.length ?? 0;
+    const seed = deriveSeed(config.seed, SEED.step, p.stage, p.stageStep, ring.rank);
+    const stopping = this.opts.signal?.aborted === true;
+    let globalLoss = NaN;
+    let globalSamples = 0;
+    let stop = false;
+    let arSeconds = 0;
+    const reduce = async (flat: Float32Array): Promise<Float32Array> => {
+      const L = flat.length;
+      const v = new Float32Array(L + 4);
+      for (let i = 0; i < L; i++) v[i] = flat[i] * n;
+      v[L] = n;
+      v[L + 1] = localLoss * n;
+      v[L + 2] = stopping ? 1 : 0;
+      v[L + 3] = n === 0 && this.feed.exhausted ? 1 : 0;
+      const r = await ring.allReduce(v, { step: p.globalStep });
+      arSeconds = r.seconds;
+      // The ring returns means over ranks; multiply back to sums (rounded: these are small integers).
+      const W = ring.world;
+      const total = Math.round(r.values[L] * W);
+      stop = r.values[L + 2] > 0;
+      if (total === 0) throw new EmptyStep(Math.round(r.values[L + 3] * W) === W);
+      globalSamples = total;
+      globalLoss = r.values[L + 1] / r.values[L];
+      if (r.nonFinite) return new Float32Array(L).fill(NaN);
+      const out = new Float32Array(L);
+      const mean = r.values[L];
+      for (let i = 0; i < L; i++) out[i] = r.values[i] / mean;
+      return out;
+    };
+    let localLoss = 0;
+    const device = next ? toStageBatch(this.models, stage, next.batch, config.data.imageSize) : undefined;
+    let r;
+    try {
+      const loss = device
+        ? () => {
+            const l = stageLoss(this.models, stage, device, seed);
+            localLoss = l.dataSync()[0];
+            return l;
+          }
+        : // No batch on this rank: a zero loss that still touches the params, so the gradient is all zeros.
+          () => tf.mul(tf.sum(params.values().next().value!), 0) as tf.Scalar;
+      const schedule = { lr: sc.optimizer.lr, warmupSteps: sc.schedule.warmupSteps, totalSteps: sc.steps, minRatio: sc.schedule.minLrRatio };
+      r = await trainStep({ params, loss, optimizer, reduce, learningRate: learningRateAt(schedule, p.stageStep), weightDecay: sc.optimizer.weightDecay });
+    } catch (err) {
+      if (!(err instanceof EmptyStep)) throw err;
+      if (err.allDone) {
+        await this.save(true);
+        return 'data-exhausted';
+      }
+      await sleep(200); // leases held by a dead trainer come back when they expire
+      return undefined;
+    } finally {
+      if (device) disposeStageBatch(device);
+    }
+    if (r.skipped) {
+      p.skipped[stage] = (p.skipped[stage] ?? 0) + 1;
+      log.warn('non-finite gradient on some rank: step skipped by all', { stage, step: p.stageStep });
+    } else if (stage !== 'clip') {
+      this.ema[stage].update(params, 'emaDecay' in sc ? sc.emaDecay : 0, p.stageStep);
+    }
+    p.stageStep++;
+    p.globalStep++;
+    p.loss[stage] = globalLoss;
+    if (next) await this.feed.applied(next.batch, next.shard);
+    const seconds = (performance.now() - t0) / 1000;
+    const report: DistributedStepReport = { rank: ring.rank, world: ring.world, generation: ring.generation, stage, stageStep: p.stageStep, globalStep: p.globalStep, loss: globalLoss, samples: globalSamples, skipped: r.skipped };
+    this.opts.onStep?.(report);
+    if (this.opts.traceFile) await appendFile(this.opts.traceFile, JSON.stringify({ ...report, own: n, weights: weightsChecksum(this.models, this.ema) }) + '\n');
+    if (p.stageStep % config.logEvery === 0 || p.stageStep === sc.steps) {
+      log.info(stage, { rank: ring.rank, step: `${p.stageStep}/${sc.steps}`, loss: +globalLoss.toFixed(5), 'samples/s': +(globalSamples / seconds).toFixed(2) });
+    }
+    await this.coord
+      .call('step', { generation: ring.generation, step: p.globalStep, loss: globalLoss, gradNorm: Number.isFinite(r.gradNorm) ? r.gradNorm : undefined, samples: n, seconds, allreduceSeconds: arSeconds, allreduceBytes: paramCount(params) * 4 * 2, dataWaitSeconds: dataWait })
+      .catch((err) => log.warn('step report refused', { error: String(err) }));
+    const stageDone = p.stageStep === sc.steps;
+    const ck = config.checkpoint;
+    const due = (ck.everySteps > 0 && p.globalStep % ck.everySteps === 0) || (ck.everyMinutes > 0 && performance.now() - this.lastSaved >= ck.everyMinutes * 60_000);
+    if (stageDone || due || stop) await this.save(!stageDone);
+    return stop ? 'stopped' : undefined;
+  }
+
+  /** The Adam optimiser of a stage, created when the stage starts (or restored from a resumed checkpoint). */
+  private async stageOptimizer(stage: number, params: Map<string, tf.Variable>): Promise<tf.Optimizer> {
+    if (this.optimizer?.stage === stage) return this.optimizer.opt;
+    this.optimizer?.opt.dispose();
+    const o = this.opts.config.stages[STAGES[stage]].optimizer;
+    const opt = tf.train.adam(o.lr, o.beta1, o.beta2, o.epsilon);
+    const r = this.resumedOptimizer;
+    if (r && r.stage === stage && r.stageStep === this.progress.stageStep && (r.stageStep > 0 || this.forceRestore)) await restoreOptimizer(opt, params, r.saved);
+    this.resumedOptimizer = undefined;
+    this.forceRestore = false;
+    this.optimizer = { stage, opt };
+    return opt;
+  }
+
+  /** Rank 0's state on every rank: counters, all weights and EMA, and the current stage's Adam state. */
+  private async sync(ring: Ring): Promise<void> {
+    const p = this.progress;
+    // [stage, stageStep, globalStep, has β-products, has moments, optimizer floats (hi, lo), skipped per stage…]
+    const header = new Float32Array(7 + STAGES.length);
+    let body: Float32Array;
+    if (ring.rank === 0) {
+      // A stage in progress has its optimiser (maybe restored from a checkpoint just now) before it is sent.
+      const live = p.stage < STAGES.length && p.stageStep > 0 ? await this.stageOptimizer(p.stage, stageParams(this.models, STAGES[p.stage])) : undefined;
+      const saved = live ? await optimizerTensors(live, stageParams(this.models, STAGES[p.stage])) : [];
+      const opt = saved.map(([, t]) => Float32Array.from(t.data as ArrayLike<number>));
+      body = concat([...runWeights(this.models, this.ema).map(([, t]) => t.dataSync() as Float32Array), ...opt]);
+      const optLen = opt.reduce((n, a) => n + a.length, 0);
+      header.set([p.stage, p.stageStep, p.globalStep, saved.some(([n]) => n === 'adam.acc_beta1') ? 1 : 0, saved.some(([n]) => n.endsWith('/m')) ? 1 : 0, Math.floor(optLen / 2 ** 20), optLen % 2 ** 20]);
+      STAGES.forEach((s, i) => (header[7 + i] = p.skipped[s] ?? 0));
+      await ring.broadcast(header, { step: 0 });
+      await ring.broadcast(body, { step: 0 });
+      return;
+    }
+    await ring.broadcast(header, { step: 0 });
+    const [stage, stageStep, globalStep, hasBeta, hasMoments, optHi, optLo] = header;
+    const weights = runWeights(this.models, this.ema);
+    const weightsLen = weights.reduce((n, [, t]) => n + t.size, 0);
+    body = new Float32Array(weightsLen + optHi * 2 ** 20 + optLo);
+    await ring.broadcast(body, { step: 0 });
+    let off = 0;
+    for (const [, t] of weights) {
+      const v = t as tf.Variable;
+      const slice = body.subarray(off, off + v.size);
+      tf.tidy(() => v.assign(tf.tensor(slice, v.shape, 'float32')));
+      off += v.size;
+    }
+    this.progress = { stage, stageStep, globalStep, skipped: Object.fromEntries(STAGES.map((s, i) => [s, header[7 + i]]).filter(([, n]) => n)), loss: { ...p.loss } };
+    this.optimizer?.opt.dispose();
+    this.optimizer = undefined;
+    this.resumedOptimizer = undefined;
+    if (off === body.length || stage >= STAGES.length) return;
+    // Adam's state in optimizerTensors' order: iterations, the β products, then every param's m, then every v.
+    const params = stageParams(this.models, STAGES[stage]);
+    const names = ['adam.iterations', ...(hasBeta ? ['adam.acc_beta1', 'adam.acc_beta2'] : []), ...(hasMoments ? ['m', 'v'].flatMap((s) => [...params.keys()].map((k) => `${k}/${s}`)) : [])];
+    const saved = new Map<string, SafeTensor>();
+    for (const name of names) {
+      const v = params.get(name.slice(0, name.lastIndexOf('/')));
+      const size = v ? v.size : 1;
+      const data = body.slice(off, off + size);
+      saved.set(name, name === 'adam.iterations' ? { dtype: 'I32', shape: [], data: Int32Array.from(data) } : { dtype: 'F32', shape: v ? v.shape : [], data });
+      off += size;
+    }
+    if (off !== body.length) throw new Error(`rank 0 sent ${body.length} floats of state, this rank parsed ${off}: do the ranks run the same config?`);
+    this.resumedOptimizer = { stage, stageStep, saved };
+    this.forceRestore = true;
+  }
+
+  /** Loads the checkpoint to resume from, if any (rank 0's state then reaches the others at the first sync). */
+  private async resume(): Promise<void> {
+    const { config } = this.opts;
+    const resume = this.opts.resume ?? 'latest';
+    if (resume === 'none') return;
+    let ckpt: CheckpointData;
+    try {
+      ckpt = await readCheckpoint(resume === 'latest' ? config.checkpoint.url : resume);
+    } catch (err) {
+      if (resume === 'latest' && /no checkpoint at/.test((err as Error).message)) return;
+      throw err;
+    }
+    const m = ckpt.manifest;
+    restoreRunWeights(this.models, this.ema, ckpt);
+    const stage = STAGES.indexOf(m.stage as StageName);
+    if (stage < 0) throw new Error(`${ckpt.url}: unknown stage '${m.stage}' in manifest`);
+    this.progress = { stage, stageStep: m.stage_step, globalStep: m.global_step, skipped: { ...m.skipped_steps }, loss: { ...m.loss } };
+    if (ckpt.optimizer) this.resumedOptimizer = { stage, stageStep: m.stage_step, saved: ckpt.optimizer };
+    this.savedStep = m.global_step;
+    log.info('resuming', { from: ckpt.url, stage: m.stage, step: m.stage_step, global_step: m.global_step });
+  }
+
+  /** Rank 0 writes a checkpoint of the last applied step (with the stage's Adam state unless the stage is done). */
+  private async save(withOptimizer: boolean): Promise<void> {
+    const p = this.progress;
+    if (this.ring?.rank !== 0 && !(this.ring === undefined && this.where.rank === 0)) return;
+    if (p.globalStep === this.savedStep) return;
+    const { config } = this.opts;
+    const stageIdx = Math.min(p.stage, STAGES.length - 1);
+    const stage = STAGES[stageIdx];
+    const t0 = performance.now();
+    const store = await openStore(config.checkpoint.url);
+    try {
+      const opt = withOptimizer && this.optimizer?.stage === stageIdx ? { optimizer: this.optimizer.opt, params: stageParams(this.models, stage) } : undefined;
+      this.lastCheckpoint = await writeCheckpoint(
+        store,
+        {
+          manifest: {
+            run: config.name,
+            stage,
+            stage_step: p.stage >= STAGES.length ? config.stages[stage].steps : p.stageStep,
+            global_step: p.globalStep,
+            data_cursor: null,
+            rng: { seed: config.seed, derivation: 'deriveSeed(seed, purpose, …): model init (1, stage), data order (2), step (3, stage, step, rank)' },
+            skipped_steps: p.skipped,
+            loss: p.loss,
+            config,
+          },
+          weights: runWeights(this.models, this.ema),
+          optimizer: opt,
+        },
+        config.checkpoint.keep,
+      );
+    } finally {
+      await store.close();
+    }
+    this.savedStep = p.globalStep;
+    this.lastSaved = performance.now();
+    const seconds = (performance.now() - t0) / 1000;
+    log.info('checkpoint written', { url: this.lastCheckpoint, step: p.globalStep, seconds: +seconds.toFixed(3) });
+    await this.coord.call('checkpoint', { step: p.globalStep, key: this.lastCheckpoint, seconds }).catch((err) => log.warn('could not tell the coordinator about the checkpoint', { error: String(err) }));
+  }
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}

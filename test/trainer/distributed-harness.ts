@@ -1,0 +1,88 @@
+// Shared by the distributed trainer tests: a real nats-server, the real coordinator (in this process, so the test
+// can read its status), the tiny synthetic dataset, and trainers as `easel trainer` child processes.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { openStore } from '../../src/data/store/index.ts';
+import { listShards, readShard } from '../../src/data/webdataset/index.ts';
+import { Coordinator, type ShardInfo } from '../../src/coordinator/service.ts';
+import { parseCoordinatorConfig } from '../../src/coordinator/config.ts';
+import { openNats, closeNats } from '../../src/transport/connection.ts';
+import { startNats, type NatsServer } from '../helpers/nats.ts';
+import { tinyRun, writeTinyDataset } from './fixtures.ts';
+import type { NatsConnection } from 'nats';
+
+export interface Harness {
+  nats: NatsServer;
+  nc: NatsConnection;
+  coordinator: Coordinator;
+  configPath: string;
+  dir: string;
+  run: string;
+  spawnTrainer(id: string): ChildProcess & { exited: Promise<number | null>; log: () => string };
+  trace(id: string): Promise<Array<Record<string, any>>>;
+  stop(): Promise<void>;
+}
+
+export async function shardInfos(dataUrl: string): Promise<ShardInfo[]> {
+  const store = await openStore(dataUrl);
+  try {
+    const out: ShardInfo[] = [];
+    for (const s of await listShards(store)) {
+      let n = 0;
+      for await (const _ of readShard(store, s.key)) n++;
+      out.push({ key: s.key, samples: n });
+    }
+    return out;
+  } finally {
+    await store.close();
+  }
+}
+
+export async function startHarness(dir: string, opts: { steps: { clip: number; prior: number; decoder: number }; epochs?: number; heartbeatTimeoutMs?: number; minTrainers?: number }): Promise<Harness> {
+  const data = join(dir, 'data');
+  await writeTinyDataset(data);
+  const run = `t${process.pid}`;
+  const runFile = { ...tinyRun(data, join(dir, 'ckpt'), opts.steps), name: run, backend: 'cpu' };
+  const configPath = join(dir, 'run.yaml');
+  await writeFile(configPath, stringify(runFile));
+  const nats = await startNats();
+  const nc = await openNats({ servers: nats.url, name: 'test' });
+  const coordinator = await Coordinator.start({
+    nc,
+    run,
+    config: parseCoordinatorConfig({ heartbeatTimeoutMs: opts.heartbeatTimeoutMs ?? 4000, leaseMs: 60_000, minTrainers: opts.minTrainers ?? 1, epochs: opts.epochs ?? 1, tickMs: 200 }),
+    budgets: opts.steps,
+    shards: await shardInfos(data),
+  });
+  const children: ChildProcess[] = [];
+  return {
+    nats,
+    nc,
+    coordinator,
+    configPath,
+    dir,
+    run,
+    spawnTrainer(id) {
+      let log = '';
+      const args = ['bin/easel.js', 'trainer', '--nats', nats.url, '--run', run, '--config', configPath, '--id', id, '--resume', 'none', '--heartbeat-ms', '300', '--collective-timeout-ms', '6000', '--trace', join(dir, `${id}.trace`)];
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info', EASEL_BACKEND: 'cpu' } });
+      child.stdout!.on('data', (d) => (log += d));
+      child.stderr!.on('data', (d) => (log += d));
+      children.push(child);
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      return Object.assign(child, { exited, log: () => log });
+    },
+    async trace(id) {
+      const text = await readFile(join(dir, `${id}.trace`), 'utf8').catch(() => '');
+      return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    },
+    async stop() {
+      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+      await coordinator.stop();
+      await closeNats(nc);
+      await nats.stop();
+    },
+  };
+}
