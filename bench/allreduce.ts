@@ -13,6 +13,7 @@
 // Last line: {"ratio": worst ratio over sizes and N, …}. Goal ≥ 0.8.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
+import { loadavg } from 'node:os';
 import type { NatsConnection } from 'nats';
 import { startNats } from '../test/helpers/nats.ts';
 import { closeNats, maxPayload, openNats } from '../src/transport/connection.ts';
@@ -31,6 +32,8 @@ interface JobResult {
   id: number;
   rank: number;
   seconds: number[];
+  /** This process's CPU seconds (user + system) during each repetition. */
+  cpu: number[];
 }
 
 const MB = 1024 * 1024;
@@ -64,7 +67,8 @@ async function main(): Promise<void> {
           const bytes = size * MB;
           const run = async (mode: Job['mode']) => best(await runJob(ctl, { id: ++jobId, mode, bytes, iters, world, wire }));
           // Alternate which goes first, so drift in machine load hits both alike.
-          const [tRaw, tRing] = jobId % 2 ? [await run('raw'), await run('ring')] : ((r) => [r[1], r[0]])([await run('ring'), await run('raw')]);
+          const [raw, ring] = jobId % 2 ? [await run('raw'), await run('ring')] : ((r) => [r[1], r[0]])([await run('ring'), await run('raw')]);
+          const [tRaw, tRing] = [raw.wall, ring.wall];
           const moved = (2 * (world - 1)) / world;
           const busbw = (bytes * moved) / tRing / MB;
           const rawBusbw = (bytes * moved) / tRaw / MB;
@@ -77,6 +81,10 @@ async function main(): Promise<void> {
             raw_seconds: round(tRaw, 4),
             raw_busbw_MBps: round(rawBusbw, 1),
             ratio: round(busbw / rawBusbw, 3),
+            // Diagnostic on a shared machine: CPU seconds of all ranks' processes (not the server), raw / ring.
+            cpu_s: round(ring.cpu, 3),
+            raw_cpu_s: round(raw.cpu, 3),
+            cpu_ratio: round(raw.cpu / ring.cpu, 3),
           };
           rows.push(row);
           console.log(JSON.stringify(row));
@@ -94,6 +102,7 @@ async function main(): Promise<void> {
     JSON.stringify({
       ratio: worst,
       goal: 0.8,
+      load_average: loadavg().map((x) => round(x, 1)),
       definition: 'busbw = S/t × 2(N−1)/N (NCCL tests); ratio = busbw / busbw of raw NATS pub/sub moving the same bytes in the same ring pattern and message size',
       wire,
       max_payload: nats.maxPayload,
@@ -105,12 +114,13 @@ async function main(): Promise<void> {
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
 
-/** Slowest rank's time per repetition, best repetition. */
-function best(results: JobResult[]): number {
+/** Slowest rank's wall time per repetition, best repetition; and the CPU seconds of all ranks, median repetition. */
+function best(results: JobResult[]): { wall: number; cpu: number } {
   const iters = results[0].seconds.length;
-  let bestT = Infinity;
-  for (let i = 0; i < iters; i++) bestT = Math.min(bestT, Math.max(...results.map((r) => r.seconds[i])));
-  return bestT;
+  let wall = Infinity;
+  for (let i = 0; i < iters; i++) wall = Math.min(wall, Math.max(...results.map((r) => r.seconds[i])));
+  const cpus = Array.from({ length: iters }, (_, i) => results.reduce((a, r) => a + r.cpu[i], 0)).sort((a, b) => a - b);
+  return { wall, cpu: cpus[Math.floor(iters / 2)] };
 }
 
 async function startWorkers(url: string, world: number, ctl: NatsConnection): Promise<ChildProcess[]> {
@@ -162,8 +172,8 @@ async function worker(url: string, rank: number): Promise<void> {
   for await (const m of jobs) {
     const job = m.json<Job>();
     try {
-      const seconds = job.mode === 'ring' ? await ringJob(nc, job, rank) : await rawJob(nc, job, rank);
-      nc.publish(`bench.result.${job.id}`, JSON.stringify({ id: job.id, rank, seconds }));
+      const { seconds, cpu } = job.mode === 'ring' ? await ringJob(nc, job, rank) : await rawJob(nc, job, rank);
+      nc.publish(`bench.result.${job.id}`, JSON.stringify({ id: job.id, rank, seconds, cpu }));
     } catch (err) {
       nc.publish(`bench.result.${job.id}`, JSON.stringify({ id: job.id, rank, error: (err as Error).stack }));
     }
@@ -185,31 +195,48 @@ async function jobRing(nc: NatsConnection, job: Job, rank: number): Promise<{ ri
   return { ring, step: () => step++ };
 }
 
-async function ringJob(nc: NatsConnection, job: Job, rank: number): Promise<number[]> {
+interface Timings {
+  seconds: number[];
+  cpu: number[];
+}
+
+/** Wall and CPU stopwatch. */
+function stopwatch(): () => { seconds: number; cpu: number } {
+  const t0 = performance.now();
+  const c0 = process.cpuUsage();
+  return () => {
+    const c = process.cpuUsage(c0);
+    return { seconds: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
+  };
+}
+
+async function ringJob(nc: NatsConnection, job: Job, rank: number): Promise<Timings> {
   const { ring, step } = await jobRing(nc, job, rank);
   const values = new Float32Array(job.bytes / 4);
   for (let i = 0; i < values.length; i++) values[i] = ((i * 2654435761 + rank) % 1000) / 1000 - 0.5;
-  const seconds: number[] = [];
+  const t: Timings = { seconds: [], cpu: [] };
   try {
     for (let i = 0; i < job.iters; i++) {
       await ring.allGather(new Float32Array(1), { step: step() }); // start together
-      const t0 = performance.now();
+      const stop = stopwatch();
       await ring.allReduce(values, { step: step(), inPlace: true });
-      seconds.push((performance.now() - t0) / 1000);
+      const { seconds, cpu } = stop();
+      t.seconds.push(seconds);
+      t.cpu.push(cpu);
     }
   } finally {
     ring.close();
   }
-  return seconds;
+  return t;
 }
 
-async function rawJob(nc: NatsConnection, job: Job, rank: number): Promise<number[]> {
+async function rawJob(nc: NatsConnection, job: Job, rank: number): Promise<Timings> {
   const { ring, step } = await jobRing(nc, job, rank);
   const succ = (rank + 1) % job.world;
   const perRank = Math.floor((job.bytes * 2 * (job.world - 1)) / job.world);
   const msgBytes = maxPayload(nc) - HEADER_BYTES; // the ring's chunks carry a header too; keep the same message size
   const msg = new Uint8Array(msgBytes).fill(rank);
-  const seconds: number[] = [];
+  const t: Timings = { seconds: [], cpu: [] };
   try {
     for (let i = 0; i < job.iters; i++) {
       let received = 0;
@@ -223,18 +250,20 @@ async function rawJob(nc: NatsConnection, job: Job, rank: number): Promise<numbe
       });
       await nc.flush();
       await ring.allGather(new Float32Array(1), { step: step() }); // everyone subscribed: start together
-      const t0 = performance.now();
+      const stop = stopwatch();
       for (let sent = 0; sent < perRank; sent += msgBytes) {
         nc.publish(`bench.raw.${job.id}.${i}.${succ}`, sent + msgBytes <= perRank ? msg : msg.subarray(0, perRank - sent));
       }
       await all;
-      seconds.push((performance.now() - t0) / 1000);
+      const { seconds, cpu } = stop();
+      t.seconds.push(seconds);
+      t.cpu.push(cpu);
       sub.unsubscribe();
     }
   } finally {
     ring.close();
   }
-  return seconds;
+  return t;
 }
 
 if (process.argv[2] === '--worker') {

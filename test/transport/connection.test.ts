@@ -37,7 +37,7 @@ async function reconnected(nc: NatsConnection): Promise<void> {
 
 test('after a nats-server restart mid-run the ranks reconnect and the next all-reduce succeeds', async () => {
   const nats = await startNats({ jetstream: false });
-  const { rings, conns, close } = await openRings(nats.url, 3, { timeoutMs: 1500 });
+  const { rings, conns, close } = await openRings(nats.url, 3, { timeoutMs: 4000 });
   try {
     const x = (step: number) => rings.map((_, r) => seededVector(300_001, 10 * step + r));
     const first = x(0);
