@@ -3,11 +3,11 @@
 // for a few prompts, held-out colour–shape pairs included → eval. <out> receives synth/ (the raw dataset and its
 // eval/ split), data/train (the filtered shards), checkpoints/, samples/grid.png and eval.json.
 // EASEL_DEMO_SMOKE=1 (or --smoke) shrinks every step to seconds, for tests.
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { join, resolve } from 'node:path';
 import { logger } from '../util/log.ts';
-import { parseFlags } from './args.ts';
+import { parseFlags, UsageError } from './args.ts';
 
 const HELP = `usage: easel demo [--out ./demo-out] [--config examples/demo.yaml] [--smoke]
 
@@ -31,6 +31,23 @@ export const DEMO_PROMPTS = [
   'a red circle on a gray background',
   'a blue square on a white background',
 ];
+
+/** What a demo writes under <out>; a re-run replaces exactly these. */
+const DEMO_ENTRIES = ['synth', 'data', 'checkpoints', 'samples', 'eval.json', 'demo.json'];
+
+/** Makes <out> ready for a fresh run: refuses a folder holding anything else, removes an earlier demo's output. */
+async function prepareOut(out: string): Promise<void> {
+  let entries: string[] = [];
+  try {
+    entries = await readdir(out);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const foreign = entries.filter((e) => !DEMO_ENTRIES.includes(e));
+  if (foreign.length) throw new UsageError(`--out ${out} holds files the demo did not write (${foreign.slice(0, 3).join(', ')}…): use an empty or new folder`);
+  await Promise.all(entries.map((e) => rm(join(out, e), { recursive: true, force: true })));
+  await mkdir(out, { recursive: true });
+}
 
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(argv, { out: { type: 'string' }, config: { type: 'string' }, smoke: { type: 'boolean' } }, HELP);
@@ -65,7 +82,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   config = parseRunConfig({ ...config, data: { ...config.data, train: trainDir, eval: evalDir }, checkpoint: { ...config.checkpoint, url: ckptDir } }, `${configPath} with --out ${out}`);
   const synth = smoke ? { ...DEMO_SYNTH, shards: 1, perShard: 48, evalPerPair: 4 } : DEMO_SYNTH;
-  await mkdir(out, { recursive: true });
+  await prepareOut(out);
 
   const { openStore } = await import('../data/store/index.ts');
   await timed('synth', async () => {

@@ -1,0 +1,47 @@
+// `easel demo --smoke` end to end on a tiny run file: every stage runs and leaves its output under --out.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { stringify } from 'yaml';
+import { DEMO_CONFIG, run as demo } from '../../src/cli/demo.ts';
+import { loadRunConfig } from '../../src/trainer/config.ts';
+import { tinyRun, withTempDir } from '../trainer/fixtures.ts';
+
+test('examples/demo.yaml is a valid run file', async () => {
+  const c = await loadRunConfig(DEMO_CONFIG);
+  assert.equal(c.data.imageSize, c.stages.decoder.model.imageSize);
+});
+
+test('easel demo --smoke writes the dataset, filtered shards, checkpoints, a grid and eval.json under --out', async () => {
+  await withTempDir(async (dir) => {
+    const runFile = join(dir, 'tiny.yaml');
+    // The fixtures' tiny models; data and checkpoint URLs are the demo's to set.
+    await writeFile(runFile, stringify(tinyRun('unused', 'unused')));
+    const out = join(dir, 'out');
+    assert.equal(await demo(['--smoke', '--config', runFile, '--out', out]), 0);
+    const entries = (await readdir(out)).sort();
+    assert.deepEqual(entries, ['checkpoints', 'data', 'demo.json', 'eval.json', 'samples', 'synth']);
+    assert.ok((await readdir(join(out, 'synth', 'eval'))).some((f) => f.endsWith('.tar')));
+    assert.ok((await readdir(join(out, 'data', 'train'))).some((f) => f.endsWith('.tar')));
+    assert.ok((await readdir(join(out, 'checkpoints'))).includes('latest.json'));
+    const grid = await sharp(join(out, 'samples', 'grid.png')).metadata();
+    assert.equal(grid.format, 'png');
+    const r = JSON.parse(await readFile(join(out, 'eval.json'), 'utf8'));
+    for (const x of [r.clip.retrieval_top1, r.decoder.color_accuracy, r.decoder.shape_accuracy]) assert.ok(x >= 0 && x <= 1);
+    assert.equal(typeof r.prior.cosine, 'number');
+    assert.equal(typeof r.prior.text_baseline_cosine, 'number');
+    // A second run into the same folder replaces the first.
+    assert.equal(await demo(['--smoke', '--config', runFile, '--out', out]), 0);
+  });
+});
+
+test('easel demo refuses an --out folder holding files it did not write', async () => {
+  await withTempDir(async (dir) => {
+    await mkdir(join(dir, 'mine'));
+    await writeFile(join(dir, 'mine', 'thesis.tex'), 'precious');
+    await assert.rejects(demo(['--smoke', '--out', join(dir, 'mine')]), /holds files the demo did not write/);
+    assert.equal(await readFile(join(dir, 'mine', 'thesis.tex'), 'utf8'), 'precious');
+  });
+});
