@@ -9,12 +9,12 @@
 // The server runs under a tiny `sh` watchdog whose stdin is a pipe from this process: when the pipe closes
 // (stop(), or this process dying for any reason, even SIGKILL) the watchdog SIGKILLs the server, so a crashed test
 // run leaves no server behind. The temp dir is removed on stop() and on process exit.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
-import { createServer, connect as tcpConnect } from 'node:net';
+import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort, spawnWatched, type Watched } from './watchdog.ts';
 
 export interface NatsServer {
   /** nats://127.0.0.1:<port> */
@@ -45,26 +45,10 @@ export interface StartNatsOptions {
   timeoutMs?: number;
 }
 
-// Runs "$@" in the background and SIGKILLs it as soon as stdin reaches EOF; prints the server's PID first.
-// (A background job's stdin is /dev/null in sh, hence the pipe is kept on fd 3 for the waiting `cat`.)
-const WATCHDOG = 'exec 3<&0; "$@" </dev/null >&2 3<&- & pid=$!; echo "$pid"; (cat <&3 >/dev/null; kill -9 "$pid" 2>/dev/null) & wait "$pid"';
-
 const liveDirs = new Set<string>();
 process.on('exit', () => {
   for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** True once something on the port answers with NATS's INFO line. */
 function natsAnswers(port: number): Promise<boolean> {
@@ -112,7 +96,7 @@ async function startOnce(opts: StartNatsOptions): Promise<NatsServer> {
   const conf = join(dir, 'server.conf');
   writeFileSync(conf, serverConfig(dir, port, maxPayload, opts.jetstream ?? true));
   const logFile = join(dir, 'server.log');
-  let child: ChildProcess | undefined;
+  let server: Watched | undefined;
   let pid = 0;
 
   const logTail = (lines = 20): string => {
@@ -126,17 +110,13 @@ async function startOnce(opts: StartNatsOptions): Promise<NatsServer> {
   };
 
   const kill = async (): Promise<void> => {
-    const c = child;
-    if (!c) return;
-    child = undefined;
-    c.ref();
-    const exited = c.exitCode !== null || c.signalCode !== null ? Promise.resolve() : new Promise((r) => c.once('exit', r));
-    c.stdin!.end(); // the watchdog SIGKILLs the server
-    await exited;
+    const s = server;
+    server = undefined;
+    await s?.stop(); // the watchdog SIGKILLs the server
   };
 
   const killGracefully = async (): Promise<void> => {
-    if (!child) return;
+    if (!server) return;
     try {
       process.kill(pid, 'SIGTERM');
     } catch {
@@ -147,24 +127,18 @@ async function startOnce(opts: StartNatsOptions): Promise<NatsServer> {
   };
 
   const launch = async (): Promise<void> => {
-    const out = openSync(join(dir, 'server.out'), 'a');
-    const c = spawn('sh', ['-c', WATCHDOG, 'watchdog', 'nats-server', '-c', conf], { stdio: ['pipe', 'pipe', out] });
-    closeSync(out);
-    child = c;
-    pid = await new Promise<number>((resolve, reject) => {
-      c.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim().split('\n')[0])));
-      c.once('error', reject);
-    });
+    const w = await spawnWatched('nats-server', ['-c', conf], join(dir, 'server.out'));
+    server = w;
+    pid = w.pid;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (c.exitCode !== null) throw new Error(`nats-server exited at once (code ${c.exitCode})`);
+      if (w.child.exitCode !== null) throw new Error(`nats-server exited at once (code ${w.child.exitCode})`);
       if (await natsAnswers(port)) break;
       if (Date.now() > deadline) throw new Error(`nats-server did not accept connections on 127.0.0.1:${port} within ${timeoutMs} ms`);
       await sleep(20);
     }
     // Unreferenced, so a test that forgets stop() does not hang: the watchdog and the exit hook clean up.
-    c.unref();
-    for (const s of [c.stdin, c.stdout]) (s as unknown as { unref?(): void } | null)?.unref?.();
+    w.unref();
   };
 
   const startOrExplain = async (): Promise<void> => {
