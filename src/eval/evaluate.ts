@@ -1,7 +1,8 @@
 // `easel eval`: scores a checkpoint on the synthetic dataset's held-out colour–shape pairs (its eval/ split):
 //   clip.retrieval_top1      each held-out caption retrieves the eval image with the most similar CLIP embedding;
 //                            a hit when that image has every attribute the caption names (colour, shape, and the
-//                            background and size when named), since many images fit one caption.
+//                            background and size when named), since many images fit one caption;
+//   clip.retrieval_top1_color_shape  the same, counting a hit when colour and shape match (the held-out binding).
 //   prior.cosine             mean cosine(prior sample for the caption, CLIP embedding of the true image), beside
 //   prior.text_baseline_cosine  the baseline of using the caption's text embedding directly.
 //   decoder.color_accuracy   images generated from the held-out captions (text → prior → decoder), read by the
@@ -31,7 +32,7 @@ export const EvalConfig = z.strictObject({
 export type EvalConfig = z.output<typeof EvalConfig>;
 
 export interface EvalReport {
-  clip: { retrieval_top1: number };
+  clip: { retrieval_top1: number; retrieval_top1_color_shape: number };
   prior: { cosine: number; text_baseline_cosine: number };
   decoder: { color_accuracy: number; shape_accuracy: number };
   /** How many samples each figure is over, and the settings used. */
@@ -69,14 +70,15 @@ export async function readEvalSamples(url: string, imageSize: number, max: numbe
 }
 
 /** Whether an image with ground truth `t` fits every attribute word the caption names. */
-export function fitsCaption(caption: string, t: GroundTruth): boolean {
+export function fitsCaption(caption: string, t: GroundTruth, only?: 'color-shape'): boolean {
   const words = new Set(caption.toLowerCase().split(/[^a-z]+/));
   const named = <K extends string>(vocab: readonly K[]) => vocab.filter((v) => words.has(v));
   const ok = <K extends string>(vocab: readonly K[], value: K) => {
     const n = named(vocab);
     return n.length === 0 || n.includes(value);
   };
-  return ok(COLORS, t.color) && ok(SHAPES, t.shape) && ok(BACKGROUNDS, t.background) && ok(SIZES, t.size);
+  const colorShape = ok(COLORS, t.color) && ok(SHAPES, t.shape);
+  return only === 'color-shape' ? colorShape : colorShape && ok(BACKGROUNDS, t.background) && ok(SIZES, t.size);
 }
 
 function mean(xs: number[]): number {
@@ -115,10 +117,12 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
   const cos = (a: number[], b: number[]) => dot(a, b) / Math.sqrt(dot(a, a) * dot(b, b));
 
   let hits = 0;
+  let pairHits = 0;
   for (let q = 0; q < list.length; q++) {
     let best = 0;
     for (let j = 1; j < list.length; j++) if (dot(txtEmb[q], imgEmb[j]) > dot(txtEmb[q], imgEmb[best])) best = j;
     if (fitsCaption(captions[q], list[best].truth)) hits++;
+    if (fitsCaption(captions[q], list[best].truth, 'color-shape')) pairHits++;
   }
   const priorCos = list.map((_, i) => cos(priorEmb[i], imgEmb[i]));
   const baseCos = list.map((_, i) => cos(txtEmb[i], imgEmb[i]));
@@ -143,7 +147,7 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
     });
   }
   return {
-    clip: { retrieval_top1: hits / list.length },
+    clip: { retrieval_top1: hits / list.length, retrieval_top1_color_shape: pairHits / list.length },
     prior: { cosine: mean(priorCos), text_baseline_cosine: mean(baseCos) },
     decoder: { color_accuracy: gen.length ? colorOk / gen.length : 0, shape_accuracy: gen.length ? shapeOk / gen.length : 0 },
     counts: { retrieval: list.length, prior: list.length, decoder: gen.length },

@@ -88,7 +88,7 @@ test('easel eval writes eval.json with every figure, each in range', async () =>
   const r = JSON.parse(await readFile(out, 'utf8'));
   const inUnit = (x: unknown) => typeof x === 'number' && x >= 0 && x <= 1;
   const inCos = (x: unknown) => typeof x === 'number' && x >= -1 - 1e-6 && x <= 1 + 1e-6;
-  assert.ok(inUnit(r.clip.retrieval_top1), JSON.stringify(r.clip));
+  assert.ok(inUnit(r.clip.retrieval_top1) && inUnit(r.clip.retrieval_top1_color_shape), JSON.stringify(r.clip));
   assert.ok(inCos(r.prior.cosine) && inCos(r.prior.text_baseline_cosine), JSON.stringify(r.prior));
   assert.ok(inUnit(r.decoder.color_accuracy) && inUnit(r.decoder.shape_accuracy), JSON.stringify(r.decoder));
   assert.deepEqual(r.counts, { retrieval: 6, prior: 6, decoder: 4 });
