@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { logger } from '../util/log.ts';
 import { formatZodError } from '../cli/args.ts';
 import type { CoordinatorConfig } from './config.ts';
-import { LeaseTable } from './leases.ts';
+import { LeaseTable, type ShardRecord } from './leases.ts';
 import { Membership } from './membership.ts';
 import { createMetrics, type CoordinatorMetrics } from './metrics.ts';
 import { completeStep, initialStages, type StageBudgets, type StageState } from './stages.ts';
@@ -347,12 +347,15 @@ export class Coordinator {
     if (!this.table.finished() || this.epoch + 1 >= this.opts.config.epochs) return;
     const old = this.epoch;
     this.epoch++;
+    this.unsaved.clear(); // the old epoch's records are about to be dropped anyway
     this.table = new LeaseTable(this.opts.shards.map((s) => s.samples), { epoch: this.epoch, leaseMs: this.opts.config.leaseMs });
     this.metaDirty = true;
     void this.store.dropEpoch(old).catch((err) => log.warn('could not delete the shard records of a finished epoch', { epoch: old, error: String(err) }));
   }
 
   private metaDirty = false;
+  private metaDirtyEpoch: number | undefined;
+  private unsaved = new Map<number, ShardRecord>();
 
   private async restore(): Promise<void> {
     const now = this.clock();
@@ -381,11 +384,20 @@ export class Coordinator {
   private async persist(): Promise<void> {
     const writes: Promise<unknown>[] = [];
     if (this.metaDirty) {
+      this.metaDirtyEpoch = this.epoch;
       writes.push(this.store.putMeta({ epoch: this.epoch, count: this.table.shardCount, expectedSamples: this.table.expectedSamples }));
       this.metaDirty = false;
     }
-    const changes = this.table.takeChanges();
-    if (changes.length) writes.push(this.store.putShards(this.epoch, changes));
+    // Records stay in `unsaved` until a write of them succeeds, so a failed write (NATS down) is retried by the next.
+    for (const r of this.table.takeChanges()) this.unsaved.set(r.shard, r);
+    const changes = [...this.unsaved.values()];
+    if (changes.length) {
+      writes.push(
+        this.store.putShards(this.epoch, changes).then(() => {
+          for (const r of changes) if (this.unsaved.get(r.shard) === r) this.unsaved.delete(r.shard);
+        }),
+      );
+    }
     const run: RunRecord = { ...this.stages, epoch: this.epoch, loss: this.loss, checkpoint: this.checkpoint };
     const runJson = JSON.stringify(run);
     if (runJson !== this.lastWritten.run) {
@@ -399,8 +411,15 @@ export class Coordinator {
       writes.push(this.store.putMembers(ms));
       this.lastWritten.members = membersJson;
     }
-    await Promise.all(writes);
     this.updateGauges();
+    try {
+      await Promise.all(writes);
+    } catch (err) {
+      this.lastWritten = { run: '', members: '' };
+      if (this.metaDirtyEpoch !== undefined) this.metaDirty = true;
+      throw new Error(`could not save the run's state to JetStream KV (will retry with the next request): ${(err as Error).message}`, { cause: err });
+    }
+    this.metaDirtyEpoch = undefined;
   }
 
   private updateGauges(): void {

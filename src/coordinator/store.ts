@@ -51,12 +51,17 @@ export class StateStore {
   private constructor(private readonly kv: KV) {}
 
   /** Opens (creating if needed) the run's bucket. */
-  static async open(nc: NatsConnection, run: string): Promise<StateStore> {
-    const kv = await nc.jetstream().views.kv(stateBucket(run), { history: 1 });
+  static async open(nc: NatsConnection, run: string, { retryMs = 15_000 } = {}): Promise<StateStore> {
+    const kv = await whileStarting(() => nc.jetstream().views.kv(stateBucket(run), { history: 1 }), retryMs);
     return new StateStore(kv);
   }
 
-  async load(): Promise<PersistedState> {
+  /** Reads the whole state (retrying while JetStream is still starting up). */
+  load(retryMs = 15_000): Promise<PersistedState> {
+    return whileStarting(() => this.loadOnce(), retryMs);
+  }
+
+  private async loadOnce(): Promise<PersistedState> {
     const run = await this.getJson<RunRecord>('run');
     const members = await this.getJson<MembershipState>('members');
     const meta = await this.getJson<ShardsMeta>('shards.meta');
@@ -117,5 +122,20 @@ export class StateStore {
 
   private putJson(key: string, value: unknown): Promise<number> {
     return this.kv.put(key, enc.encode(JSON.stringify(value)));
+  }
+}
+
+/** Runs `fn`, trying again while JetStream does not answer yet (a server just restarted: 503 / timeout), up to `ms`. */
+async function whileStarting<T>(fn: () => Promise<T>, ms: number): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      const code = String((err as { code?: unknown }).code ?? '');
+      const transient = code === '503' || code === 'TIMEOUT' || /no responders|timeout|disconnect/i.test((err as Error).message);
+      if (!transient || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
   }
 }

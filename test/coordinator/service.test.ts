@@ -211,3 +211,41 @@ test('bad coordinator config names the field', async () => {
   assert.throws(() => parseCoordinatorConfig({ minTrainers: 5, maxTrainers: 2 }), /coordinator\.minTrainers: must be at most maxTrainers/);
   assert.throws(() => parseCoordinatorConfig({ heartbeatTimeout: 3 }), /heartbeatTimeout/);
 });
+
+test('after nats-server restarts, the coordinator answers again with its state intact', async () => {
+  const { openNats, closeNats } = await import('../../src/transport/connection.ts');
+  const own = await startNats();
+  const cnc = await openNats({ servers: own.url, reconnectWaitMs: 50, reconnectJitterMs: 10 });
+  const tnc = await openNats({ servers: own.url, reconnectWaitMs: 50, reconnectJitterMs: 10 });
+  const t = clock();
+  const c = await Coordinator.start({ ...options('restart', t), nc: cnc });
+  try {
+    const a = new CoordinatorClient(tnc, 'restart', 'a');
+    await a.request('register');
+    const l = (await a.request<{ lease: Lease }>('lease')).lease;
+    await a.request('progress', { shard: l.shard, offset: 3 });
+    await own.restart({ downMs: 200 });
+    let done = false;
+    for (let i = 0; i < 100 && !done; i++) {
+      try {
+        await a.request('complete', { shard: l.shard, samples: l.samples });
+        done = true;
+      } catch (err) {
+        if (err instanceof CoordinatorRefusal) throw err;
+        await new Promise((r) => setTimeout(r, 100)); // not reconnected yet
+      }
+    }
+    assert.ok(done, 'a request succeeded after the restart');
+    assert.equal(c.status().samples_seen, l.samples);
+    await c.stop();
+    // and the KV state itself survived the server restart (JetStream on disk)
+    const again = await Coordinator.start({ ...options('restart', t), nc: cnc });
+    assert.equal(again.status().shards.done, 1);
+    await again.stop();
+  } finally {
+    await c.stop();
+    await closeNats(tnc);
+    await closeNats(cnc);
+    await own.stop();
+  }
+});
