@@ -36,7 +36,11 @@ export function reconcile(run: TrainingRun): DesiredObjects {
   const name = run.metadata.name;
   const namespace = run.metadata.namespace ?? 'default';
   const names = ownedNames(name);
-  const runFile = toYaml(spec.run, { sortMapEntries: false });
+  // The run file both `easel coordinator` and `easel trainer` read: the validated run plus its `coordinator`
+  // section (elastic bounds from spec.trainers; HTTP on all interfaces so the Service and Prometheus reach it).
+  const coordinatorSection = { minTrainers: spec.trainers.min, maxTrainers: spec.trainers.max, httpHost: '0.0.0.0', httpPort: METRICS_PORT };
+  const runFile = toYaml({ ...spec.run, coordinator: coordinatorSection }, { sortMapEntries: false });
+  const runId = spec.run.name; // the coordinator names the run after the run file's name
   const configHash = createHash('sha256').update(runFile).digest('hex').slice(0, 16);
   const natsUrl = spec.nats.url ?? spec.nats.managedUrl;
 
@@ -68,7 +72,7 @@ export function reconcile(run: TrainingRun): DesiredObjects {
   }
   const env: Obj[] = [
     { name: 'NATS_URL', value: natsUrl },
-    { name: 'EASEL_RUN', value: name },
+    { name: 'EASEL_RUN', value: runId },
     ...(spec.nats.credentialsSecret ? [{ name: 'NATS_CREDS', value: '/var/run/secrets/nats/nats.creds' }] : []),
     ...(spec.extraEnv ?? []).map((e) => ({ name: e.name, valueFrom: { secretKeyRef: e.secretKeyRef } })),
   ];
@@ -88,8 +92,9 @@ export function reconcile(run: TrainingRun): DesiredObjects {
   });
 
   const coordinatorLabels = labels(name, 'coordinator');
+  // The coordinator resumes by itself from its JetStream state; the weights come from checkpoints via the trainers.
   const coordinatorArgs = ['coordinator', '--config', `${RUN_FILE_DIR}/run.yaml`, '--nats', natsUrl];
-  if (spec.resumePolicy === 'Latest') coordinatorArgs.push('--resume', 'latest');
+  const trainerArgs = ['trainer', '--config', `${RUN_FILE_DIR}/run.yaml`, '--nats', natsUrl, '--run', runId, '--resume', spec.resumePolicy === 'Latest' ? 'latest' : 'none'];
   const coordinator = {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -150,7 +155,7 @@ export function reconcile(run: TrainingRun): DesiredObjects {
           ...(gpu ? { tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }] } : {}),
           containers: [
             // Trainers report their counters to the coordinator, which exports them; they serve no port.
-            container('trainer', ['trainer', '--nats', natsUrl, '--run', name], trainerResources),
+            container('trainer', trainerArgs, trainerResources),
           ],
         },
       },

@@ -53,7 +53,7 @@ export const TrainingRunSpec = z.strictObject({
     .prefault({})
     .describe('the NATS server trainers synchronise over'),
   storageSecret: z.string().min(1).optional().describe('Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_ENDPOINT_URL) for s3:// URLs'),
-  resumePolicy: z.enum(['Latest', 'Never']).default('Latest').describe('Latest: continue from the newest checkpoint in run.checkpoint.url; Never: start fresh'),
+  resumePolicy: z.enum(['Latest', 'Never']).default('Latest').describe('Latest: trainers continue from the newest checkpoint in run.checkpoint.url; Never: start from fresh weights'),
   backoffLimit: z.number().int().min(0).default(6).describe('trainer pod restarts tolerated before the run fails'),
   statusIntervalSeconds: z.number().int().min(5).default(30).describe('how often the operator reads the coordinator /status'),
   suspend: z.boolean().default(false).describe('true: delete the pods and keep everything else (checkpoints, config); false: resume'),

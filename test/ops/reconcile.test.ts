@@ -6,6 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { readFileSync } from 'node:fs';
 import { reconcile, ownedNames, METRICS_PORT } from '../../src/operator/reconcile.ts';
 import { parseRunConfig } from '../../src/trainer/config.ts';
+import { CoordinatorConfig, parseCoordinatorConfig } from '../../src/coordinator/config.ts';
 import type { TrainingRun } from '../../src/operator/spec.ts';
 import { podSpecs, validateBuiltIn } from './k8s-validate.ts';
 
@@ -45,10 +46,11 @@ test('every owned object has a controller owner reference to the TrainingRun, so
   }
 });
 
-test('the ConfigMap holds the run file validated and completed with defaults, and it reads back identically', () => {
+test('the ConfigMap holds the run file validated and completed with defaults, plus the coordinator section from spec.trainers', () => {
   const cm = byKind(desired(withUid(example)), 'ConfigMap')[0];
-  const runFile = parseYaml(cm.data['run.yaml']);
+  const { coordinator, ...runFile } = parseYaml(cm.data['run.yaml']);
   assert.deepEqual(parseRunConfig(runFile), runFile, 'the stored run file is a fixed point of the schema');
+  assert.deepEqual(parseCoordinatorConfig(coordinator), { ...CoordinatorConfig.parse({}), minTrainers: 2, maxTrainers: 4, httpHost: '0.0.0.0', httpPort: METRICS_PORT });
   assert.equal(runFile.data.train, 's3://laion-filtered/train');
   assert.equal(runFile.stages.prior.steps, 20000);
   assert.equal(runFile.stages.prior.optimizer.lr, 3e-4, 'defaults are filled in');
@@ -62,7 +64,7 @@ test('trainers request the configured GPUs, min–max drive the Job, and the run
   const c = job.spec.template.spec.containers[0];
   assert.equal(c.resources.limits['nvidia.com/gpu'], '1');
   assert.equal(c.resources.requests.memory, '48Gi');
-  assert.deepEqual(c.args, ['trainer', '--nats', 'nats://nats.easel-system.svc:4222', '--run', 'laion-small']);
+  assert.deepEqual(c.args, ['trainer', '--config', '/etc/easel/run.yaml', '--nats', 'nats://nats.easel-system.svc:4222', '--run', 'laion-small', '--resume', 'latest']);
   assert.deepEqual(job.spec.template.spec.tolerations, [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
   const cpu = byKind(desired(withUid(example, (s) => (s.trainers.gpus = 0))), 'Job')[0];
   assert.equal(cpu.spec.template.spec.containers[0].resources.limits?.['nvidia.com/gpu'], undefined);
@@ -84,10 +86,17 @@ test('suspend scales the coordinator to zero and suspends the trainer Job, keepi
   assert.equal(byKind(objects, 'ConfigMap').length, 1);
 });
 
-test('resumePolicy Latest resumes the coordinator from the newest checkpoint; Never starts fresh', () => {
-  const args = (policy: string) => byKind(desired(withUid(example, (s) => (s.resumePolicy = policy))), 'Deployment')[0].spec.template.spec.containers[0].args;
+test('resumePolicy Latest makes trainers resume from the newest checkpoint; Never starts fresh', () => {
+  const args = (policy: string) => byKind(desired(withUid(example, (s) => (s.resumePolicy = policy))), 'Job')[0].spec.template.spec.containers[0].args;
   assert.deepEqual(args('Latest').slice(-2), ['--resume', 'latest']);
-  assert.ok(!args('Never').includes('--resume'));
+  assert.deepEqual(args('Never').slice(-2), ['--resume', 'none']);
+});
+
+test('the run id passed to trainers is the run file\'s name (what the coordinator uses), not the resource name', () => {
+  const objects = desired(withUid(example, (s) => (s.run.name = 'other-id')));
+  const args = byKind(objects, 'Job')[0].spec.template.spec.containers[0].args as string[];
+  assert.equal(args[args.indexOf('--run') + 1], 'other-id');
+  assert.equal(byKind(objects, 'Job')[0].metadata.name, 'laion-small-trainers');
 });
 
 test('credentials come only from Secrets: storageSecret as envFrom, NATS creds as a mounted Secret', () => {
