@@ -10,6 +10,7 @@ const COMMANDS: Record<string, Command> = {
   data: { summary: 'write the synthetic shapes dataset (easel data synth)', load: () => import('./data.ts') },
   filter: { summary: 'keep the caption–image samples DALL·E would train on; count what was dropped and why', load: () => import('./filter.ts') },
   trainer: { summary: 'one data-parallel trainer of a coordinated run over NATS (easel trainer --nats <url> --run <id> --config <run.yaml>)', load: () => import('./trainer.ts') },
+  run: { summary: 'a distributed run on this machine: nats-server, coordinator and N trainers (easel run --config run.yaml --workers N)', load: () => import('./run.ts') },
   operator: { summary: 'Kubernetes operator: reconcile TrainingRuns into coordinator + trainer pods and keep their status (easel operator)', load: () => import('./operator.ts') },
   train: { summary: 'train CLIP → prior → decoder in one process from a run file (--resume latest continues)', load: () => import('./train.ts') },
   generate: { summary: 'draw images for captions from a checkpoint (text → CLIP → prior → decoder), PNGs and a grid', load: () => import('./generate.ts') },

@@ -54,7 +54,7 @@ export interface DistributedOptions {
   collectiveTimeoutMs?: number;
   /** Aborting stops every rank after the same step; rank 0 writes a checkpoint. */
   signal?: AbortSignal;
-  /** Appends one JSON line per applied step: {rank, generation, step, stage, samples, loss, weights} (tests). */
+  /** Appends one JSON line per applied step: {rank, generation, step, stage, samples, own, loss, t, weights} (tests, bench). */
   traceFile?: string;
   onStep?: (r: DistributedStepReport) => void;
 }
@@ -95,6 +95,8 @@ interface WhereIs {
   generation: number;
   rank: number | null;
   worldSize: number;
+  /** Trainer ids in rank order. */
+  ring: string[];
   phase: 'waiting' | 'training' | 'done';
 }
 
@@ -241,6 +243,12 @@ class ShardFeed {
     this.loader = undefined;
   }
 
+  /** Forgets the lease (the coordinator took it back: we left or were declared dead). */
+  async drop(): Promise<void> {
+    await this.rewind();
+    this.lease = null;
+  }
+
   /** Gives the lease back implicitly (the coordinator releases it when we leave). */
   async close(): Promise<void> {
     await this.rewind();
@@ -255,7 +263,7 @@ class ShardFeed {
     this.exhausted = false;
     this.lease = r.lease;
     this.reported = r.lease.fromSample;
-    log.debug('leased shard', { shard: r.lease.shard, key: r.lease.key, epoch: r.lease.epoch, from: r.lease.fromSample });
+    log.info('leased shard', { shard: r.lease.shard, key: r.lease.key, epoch: r.lease.epoch, from: r.lease.fromSample });
     return true;
   }
 
@@ -322,7 +330,7 @@ class DistributedTrainer {
   private readonly coord: CoordinatorClient;
   private readonly feed: ShardFeed;
   private progress: Progress = { stage: 0, stageStep: 0, globalStep: 0, skipped: {}, loss: {} };
-  private where: WhereIs = { generation: 0, rank: null, worldSize: 0, phase: 'waiting' };
+  private where: WhereIs = { generation: 0, rank: null, worldSize: 0, ring: [], phase: 'waiting' };
   private ring: Ring | undefined;
   private optimizer: { stage: number; opt: tf.Optimizer } | undefined;
   private resumedOptimizer: { stage: number; stageStep: number; saved: Map<string, SafeTensor> } | undefined;
@@ -335,6 +343,8 @@ class DistributedTrainer {
   /** The generation whose step was abandoned: not entered again. */
   private abandoned = -1;
   private reregistering = false;
+  /** Trainer ids of the current generation, in rank order. */
+  private ringIds: string[] = [];
 
   constructor(
     private readonly opts: DistributedOptions,
@@ -362,8 +372,10 @@ class DistributedTrainer {
         else if (this.where.rank === null || this.where.generation === 0 || this.where.generation === this.abandoned) {
           // After an abandoned step the ranks meet again only in a new generation; if none forms (every peer is
           // alive, one was just slow), leaving and registering again makes one.
-          if (this.where.generation === this.abandoned && performance.now() - waitingSince > 3 * (this.opts.heartbeatMs ?? 1000) + 2000) {
+          const stuck = this.where.rank !== null && this.where.generation === this.abandoned;
+          if (stuck && performance.now() - waitingSince > 3 * (this.opts.heartbeatMs ?? 1000) + 2000) {
             log.warn('no new generation after an abandoned step: leaving and registering again', { generation: this.abandoned });
+            await this.feed.drop(); // leaving returns our lease to pending
             await this.coord.call('leave');
             this.where = await this.coord.call<WhereIs>('register');
             this.abandoned = -1;
@@ -394,6 +406,7 @@ class DistributedTrainer {
       log.warn('the coordinator forgot this trainer (declared dead?): registering again');
       this.ring?.abort('re-registering');
       this.reregistering = true;
+      void this.feed.drop(); // a dead trainer's leases went back to pending
       this.coord
         .call<WhereIs>('register')
         .then((w) => (this.where = w))
@@ -404,12 +417,14 @@ class DistributedTrainer {
 
   /** Trains within one generation; returns how the run ended, or undefined when the generation changed. */
   private async generation(): Promise<DistributedResult['ended'] | undefined> {
-    const { generation, rank, worldSize } = this.where;
+    const { generation, rank, worldSize, ring: ids } = this.where;
+    this.ringIds = [...ids];
     const ring = openRing(this.nc, { run: this.opts.run, generation, rank: rank!, world: worldSize }, { timeoutMs: this.opts.collectiveTimeoutMs ?? 15_000 });
     this.ring = ring;
     this.generations++;
     log.info('generation', { generation, rank, world: worldSize });
     try {
+      if (rank === 0) await this.catchUp();
       await this.sync(ring);
       await this.feed.rewind();
       for (;;) {
@@ -433,6 +448,8 @@ class DistributedTrainer {
   private async step(ring: Ring): Promise<DistributedResult['ended'] | undefined> {
     const { config } = this.opts;
     const p = this.progress;
+    // A new generation formed (a joiner or a departure): meet it at this step boundary.
+    if (this.where.generation !== ring.generation || this.where.rank !== ring.rank) return undefined;
     while (p.stage < STAGES.length && p.stageStep >= config.stages[STAGES[p.stage]].steps) {
       p.stage++;
       p.stageStep = 0;
@@ -456,14 +473,18 @@ class DistributedTrainer {
     let globalSamples = 0;
     let stop = false;
     let arSeconds = 0;
+    // What the other ranks consumed in this step; reported for them too, so a peer killed between the all-reduce
+    // and its own report does not get its samples read twice.
+    const peers: { trainer: string; shard: number; offset: number }[] = [];
     const reduce = async (flat: Float32Array): Promise<Float32Array> => {
       const L = flat.length;
-      const v = new Float32Array(L + 4);
+      const v = new Float32Array(L + 4 + 2 * ring.world);
       for (let i = 0; i < L; i++) v[i] = flat[i] * n;
       v[L] = n;
       v[L + 1] = localLoss * n;
       v[L + 2] = stopping ? 1 : 0;
       v[L + 3] = n === 0 && this.feed.exhausted ? 1 : 0;
+      if (next) v.set([next.shard + 1, next.batch.cursor.sample], L + 4 + 2 * ring.rank);
       const r = await ring.allReduce(v, { step: p.globalStep });
       arSeconds = r.seconds;
       // The ring returns means over ranks; multiply back to sums (rounded: these are small integers).
@@ -472,6 +493,10 @@ class DistributedTrainer {
       stop = r.values[L + 2] > 0;
       if (total === 0) throw new EmptyStep(Math.round(r.values[L + 3] * W) === W);
       globalSamples = total;
+      for (let q = 0; q < W; q++) {
+        const shard = Math.round(r.values[L + 4 + 2 * q] * W) - 1;
+        if (q !== ring.rank && shard >= 0) peers.push({ trainer: this.ringIds[q], shard, offset: Math.round(r.values[L + 5 + 2 * q] * W) });
+      }
       globalLoss = r.values[L + 1] / r.values[L];
       if (r.nonFinite) return new Float32Array(L).fill(NaN);
       const out = new Float32Array(L);
@@ -514,10 +539,12 @@ class DistributedTrainer {
     p.globalStep++;
     p.loss[stage] = globalLoss;
     if (next) await this.feed.applied(next.batch, next.shard);
+    // Absolute offsets make these idempotent; a refusal (the peer already reported more, or completed) is expected.
+    await Promise.all(peers.map((q) => this.coord.call('progress', q).catch(() => undefined)));
     const seconds = (performance.now() - t0) / 1000;
     const report: DistributedStepReport = { rank: ring.rank, world: ring.world, generation: ring.generation, stage, stageStep: p.stageStep, globalStep: p.globalStep, loss: globalLoss, samples: globalSamples, skipped: r.skipped };
     this.opts.onStep?.(report);
-    if (this.opts.traceFile) await appendFile(this.opts.traceFile, JSON.stringify({ ...report, own: n, weights: weightsChecksum(this.models, this.ema) }) + '\n');
+    if (this.opts.traceFile) await appendFile(this.opts.traceFile, JSON.stringify({ ...report, own: n, t: Date.now(), weights: weightsChecksum(this.models, this.ema) }) + '\n');
     if (p.stageStep % config.logEvery === 0 || p.stageStep === sc.steps) {
       log.info(stage, { rank: ring.rank, step: `${p.stageStep}/${sc.steps}`, loss: +globalLoss.toFixed(5), 'samples/s': +(globalSamples / seconds).toFixed(2) });
     }
@@ -598,10 +625,21 @@ class DistributedTrainer {
     this.forceRestore = true;
   }
 
+  /**
+   * Rank 0 is behind the run (it joined after every earlier trainer left): it loads the run's latest checkpoint, so
+   * the run continues from there rather than from this trainer's fresh weights.
+   */
+  private async catchUp(): Promise<void> {
+    const w = this.where as WhereIs & { step?: number; checkpoint?: { step: number; key: string } | null };
+    if (!w.checkpoint || w.checkpoint.step <= this.progress.globalStep) return;
+    log.warn('this trainer is behind the run: continuing from its latest checkpoint', { checkpoint: w.checkpoint.key, step: w.checkpoint.step, run_step: w.step });
+    await this.resume(w.checkpoint.key);
+  }
+
   /** Loads the checkpoint to resume from, if any (rank 0's state then reaches the others at the first sync). */
-  private async resume(): Promise<void> {
+  private async resume(from?: string): Promise<void> {
     const { config } = this.opts;
-    const resume = this.opts.resume ?? 'latest';
+    const resume = from ?? this.opts.resume ?? 'latest';
     if (resume === 'none') return;
     let ckpt: CheckpointData;
     try {
@@ -615,6 +653,8 @@ class DistributedTrainer {
     const stage = STAGES.indexOf(m.stage as StageName);
     if (stage < 0) throw new Error(`${ckpt.url}: unknown stage '${m.stage}' in manifest`);
     this.progress = { stage, stageStep: m.stage_step, globalStep: m.global_step, skipped: { ...m.skipped_steps }, loss: { ...m.loss } };
+    this.optimizer?.opt.dispose();
+    this.optimizer = undefined;
     if (ckpt.optimizer) this.resumedOptimizer = { stage, stageStep: m.stage_step, saved: ckpt.optimizer };
     this.savedStep = m.global_step;
     log.info('resuming', { from: ckpt.url, stage: m.stage, step: m.stage_step, global_step: m.global_step });

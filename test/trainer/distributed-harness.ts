@@ -5,12 +5,13 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { openStore } from '../../src/data/store/index.ts';
-import { listShards, readShard } from '../../src/data/webdataset/index.ts';
+import { listShards, readShard, statsKeyFor } from '../../src/data/webdataset/index.ts';
 import { Coordinator, type ShardInfo } from '../../src/coordinator/service.ts';
 import { parseCoordinatorConfig } from '../../src/coordinator/config.ts';
 import { openNats, closeNats } from '../../src/transport/connection.ts';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
-import { tinyRun, writeTinyDataset } from './fixtures.ts';
+import { SynthConfig, writeSynthDataset } from '../../src/data/synth/index.ts';
+import { IMAGE_SIZE, tinyRun } from './fixtures.ts';
 import type { NatsConnection } from 'nats';
 
 export interface Harness {
@@ -40,11 +41,27 @@ export async function shardInfos(dataUrl: string): Promise<ShardInfo[]> {
   }
 }
 
-export async function startHarness(dir: string, opts: { steps: { clip: number; prior: number; decoder: number }; epochs?: number; heartbeatTimeoutMs?: number; minTrainers?: number }): Promise<Harness> {
+/** `shards` × 16 synthetic samples (16×16 PNG) under `dir`, each tar with a filter-style stats file ({kept}). */
+export async function writeDataset(dir: string, shards: number): Promise<void> {
+  const store = await openStore(dir);
+  try {
+    await writeSynthDataset(store, SynthConfig.parse({ shards, perShard: 16, size: IMAGE_SIZE, seed: 3, badFraction: 0, evalPerPair: 0, format: 'png' }));
+    for (const s of await listShards(store)) await store.put(statsKeyFor(s.key), Buffer.from(JSON.stringify({ kept: 16, dropped: {} })));
+  } finally {
+    await store.close();
+  }
+}
+
+export async function startHarness(
+  dir: string,
+  opts: { steps: { clip: number; prior: number; decoder: number }; shards?: number; epochs?: number; heartbeatTimeoutMs?: number; minTrainers?: number; backend?: 'cpu' | 'wasm'; batchSize?: number },
+): Promise<Harness> {
   const data = join(dir, 'data');
-  await writeTinyDataset(data);
+  await writeDataset(data, opts.shards ?? 2);
   const run = `t${process.pid}`;
-  const runFile = { ...tinyRun(data, join(dir, 'ckpt'), opts.steps), name: run, backend: 'cpu' };
+  const tiny = tinyRun(data, join(dir, 'ckpt'), opts.steps);
+  const backend = opts.backend ?? 'cpu';
+  const runFile = { ...tiny, name: run, backend, data: { ...tiny.data, batchSize: opts.batchSize ?? tiny.data.batchSize } };
   const configPath = join(dir, 'run.yaml');
   await writeFile(configPath, stringify(runFile));
   const nats = await startNats();
@@ -67,7 +84,7 @@ export async function startHarness(dir: string, opts: { steps: { clip: number; p
     spawnTrainer(id) {
       let log = '';
       const args = ['bin/easel.js', 'trainer', '--nats', nats.url, '--run', run, '--config', configPath, '--id', id, '--resume', 'none', '--heartbeat-ms', '300', '--collective-timeout-ms', '6000', '--trace', join(dir, `${id}.trace`)];
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info', EASEL_BACKEND: 'cpu' } });
+      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info', EASEL_BACKEND: backend } });
       child.stdout!.on('data', (d) => (log += d));
       child.stderr!.on('data', (d) => (log += d));
       children.push(child);
