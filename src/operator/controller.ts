@@ -85,9 +85,7 @@ export class Controller {
     this.busy.add(k);
     try {
       const desired = reconcile(run);
-      for (const obj of desired.objects) {
-        await this.objects.patch(obj as k8s.KubernetesObject, undefined, undefined, FIELD_MANAGER, true, k8s.PatchStrategy.ServerSideApply);
-      }
+      for (const obj of desired.objects) await this.apply(obj as k8s.KubernetesObject);
       const interval = desired.ok ? desired.spec.statusIntervalSeconds : 60;
       const due = Date.now() - (this.lastStatusRead.get(k) ?? 0) >= interval * 1000;
       if (!due && periodic) return;
@@ -102,6 +100,22 @@ export class Controller {
       log.error(`${k}: ${String(err)}`);
     } finally {
       this.busy.delete(k);
+    }
+  }
+
+  /**
+   * Server-side apply. A Job's pod template is immutable, so a changed run file (new config hash) cannot be
+   * applied to the running trainer Job: it is deleted (pods too) and created again on the next pass; the
+   * trainers resume from the latest checkpoint.
+   */
+  private async apply(obj: k8s.KubernetesObject): Promise<void> {
+    try {
+      await this.objects.patch(obj, undefined, undefined, FIELD_MANAGER, true, k8s.PatchStrategy.ServerSideApply);
+    } catch (err) {
+      const code = (err as { code?: number }).code;
+      if (obj.kind !== 'Job' || code !== 422) throw err;
+      log.info(`${obj.metadata?.namespace}/${obj.metadata?.name}: pod template changed; recreating the trainer Job`);
+      await this.objects.delete(obj, undefined, undefined, undefined, undefined, 'Background');
     }
   }
 
