@@ -23,6 +23,7 @@ import type { NatsConnection } from 'nats';
 import { shardBatches, type Batch, type Loader } from '../data/loader.ts';
 import { openStore, type ObjectStore } from '../data/store/index.ts';
 import { initBackend } from '../model/backend.ts';
+import { CoordinatorClient, CoordinatorRefusal } from '../coordinator/client.ts';
 import { coordSubject, type Verb } from '../coordinator/subjects.ts';
 import { CollectiveAbortedError, CollectiveTimeoutError, openRing, type Ring } from '../transport/allreduce.ts';
 import { closeNats, openNats } from '../transport/connection.ts';
@@ -107,34 +108,26 @@ interface LeaseReply {
 
 type Reply = { ok: true } & Record<string, unknown>;
 
-class CoordinatorError extends Error {
-  constructor(
-    message: string,
-    readonly reason: string | undefined,
-  ) {
-    super(message);
-  }
-}
+/** The coordinator's client, retrying while no coordinator answers (it may be restarting); refusals are thrown. */
+class Coordinator {
+  private readonly client: CoordinatorClient;
 
-/** JSON request/reply to the coordinator's verbs; retries while no coordinator answers (it may be restarting). */
-export class CoordinatorClient {
   constructor(
     private readonly nc: NatsConnection,
-    private readonly run: string,
-    readonly trainer: string,
+    run: string,
+    trainer: string,
     private readonly patienceMs = 60_000,
-  ) {}
+  ) {
+    this.client = new CoordinatorClient(nc, run, trainer);
+  }
 
   async call<T = Reply>(verb: Verb, body: Record<string, unknown> = {}): Promise<T & Reply> {
     const deadline = Date.now() + this.patienceMs;
     for (;;) {
       try {
-        const msg = await this.nc.request(coordSubject(this.run, verb), JSON.stringify({ trainer: this.trainer, ...body }), { timeout: 5000 });
-        const reply = JSON.parse(new TextDecoder().decode(msg.data)) as { ok: boolean; error?: string; reason?: string };
-        if (!reply.ok) throw new CoordinatorError(`coordinator refused ${verb}: ${reply.error}`, reply.reason);
-        return reply as T & Reply;
+        return await this.client.request<T & Reply>(verb, body);
       } catch (err) {
-        if (err instanceof CoordinatorError || Date.now() > deadline || this.nc.isClosed()) throw err;
+        if (err instanceof CoordinatorRefusal || Date.now() > deadline || this.nc.isClosed()) throw err;
         log.debug('coordinator not answering, retrying', { verb, error: (err as Error).message });
         await sleep(250);
       }
@@ -192,7 +185,7 @@ class ShardFeed {
   samples = 0;
 
   constructor(
-    private readonly coord: CoordinatorClient,
+    private readonly coord: Coordinator,
     private readonly store: ObjectStore,
     private readonly config: RunConfig,
   ) {}
@@ -280,7 +273,7 @@ class ShardFeed {
 
   /** The coordinator no longer counts this lease as ours (it expired): drop it and lease anew. */
   private async lost(err: unknown): Promise<void> {
-    if (!(err instanceof CoordinatorError)) throw err;
+    if (!(err instanceof CoordinatorRefusal)) throw err;
     log.warn('lease lost; its samples since the last report will be read again by the next lessee', { error: err.message });
     await this.rewind();
     this.lease = null;
@@ -327,7 +320,7 @@ export async function trainDistributed(opts: DistributedOptions): Promise<Distri
 }
 
 class DistributedTrainer {
-  private readonly coord: CoordinatorClient;
+  private readonly coord: Coordinator;
   private readonly feed: ShardFeed;
   private progress: Progress = { stage: 0, stageStep: 0, globalStep: 0, skipped: {}, loss: {} };
   private where: WhereIs = { generation: 0, rank: null, worldSize: 0, ring: [], phase: 'waiting' };
@@ -354,12 +347,15 @@ class DistributedTrainer {
     private readonly ema: RunEma,
     dataStore: ObjectStore,
   ) {
-    this.coord = new CoordinatorClient(nc, opts.run, id);
+    this.coord = new Coordinator(nc, opts.run, id);
     this.feed = new ShardFeed(this.coord, dataStore, opts.config);
   }
 
   async run(): Promise<DistributedResult> {
     await this.resume();
+    // A trainer restarted under the same id (a resumed run) holds no lease in memory: give back whatever the
+    // coordinator still has leased to that id, so those shards are read again from their reported offsets.
+    await this.coord.call('leave').catch(() => undefined);
     this.where = await this.coord.call<WhereIs>('register');
     log.info('registered', { trainer: this.id, run: this.opts.run, generation: this.where.generation, waiting: this.where.rank === null });
     const stopBeats = startHeartbeats({ servers: this.opts.nats, run: this.opts.run, trainer: this.id, intervalMs: this.opts.heartbeatMs ?? 1000 }, (r) => this.onHeartbeat(r));
@@ -538,9 +534,9 @@ class DistributedTrainer {
     p.stageStep++;
     p.globalStep++;
     p.loss[stage] = globalLoss;
-    if (next) await this.feed.applied(next.batch, next.shard);
-    // Absolute offsets make these idempotent; a refusal (the peer already reported more, or completed) is expected.
-    await Promise.all(peers.map((q) => this.coord.call('progress', q).catch(() => undefined)));
+    // Own and peers' progress in parallel. Absolute offsets make the peer reports idempotent; a refusal (the peer
+    // already reported more, or completed the shard) is expected.
+    await Promise.all([next ? this.feed.applied(next.batch, next.shard) : undefined, ...peers.map((q) => this.coord.call('progress', q).catch(() => undefined))]);
     const seconds = (performance.now() - t0) / 1000;
     const report: DistributedStepReport = { rank: ring.rank, world: ring.world, generation: ring.generation, stage, stageStep: p.stageStep, globalStep: p.globalStep, loss: globalLoss, samples: globalSamples, skipped: r.skipped };
     this.opts.onStep?.(report);
@@ -548,7 +544,8 @@ class DistributedTrainer {
     if (p.stageStep % config.logEvery === 0 || p.stageStep === sc.steps) {
       log.info(stage, { rank: ring.rank, step: `${p.stageStep}/${sc.steps}`, loss: +globalLoss.toFixed(5), 'samples/s': +(globalSamples / seconds).toFixed(2) });
     }
-    await this.coord
+    // Not awaited: the report only feeds the coordinator's stage machine and metrics; the trainers keep their own.
+    void this.coord
       .call('step', { generation: ring.generation, step: p.globalStep, loss: globalLoss, gradNorm: Number.isFinite(r.gradNorm) ? r.gradNorm : undefined, samples: n, seconds, allreduceSeconds: arSeconds, allreduceBytes: paramCount(params) * 4 * 2, dataWaitSeconds: dataWait })
       .catch((err) => log.warn('step report refused', { error: String(err) }));
     const stageDone = p.stageStep === sc.steps;
