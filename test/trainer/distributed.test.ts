@@ -35,3 +35,32 @@ test('two trainers read every sample of the epoch exactly once and hold bit-iden
     }
   });
 });
+
+test('a distributed trainer holds the same number of tensors after every step of a stage', { timeout: 120_000 }, async () => {
+  await withTempDir(async (dir) => {
+    const h = await startHarness(dir, { steps: { clip: 4, prior: 3, decoder: 3 }, shards: 4, epochs: 2 });
+    try {
+      const tf = await import('@tensorflow/tfjs-core');
+      const { loadCoordinatedRun } = await import('../../src/cli/coordinator.ts');
+      const { trainDistributed } = await import('../../src/trainer/distributed.ts');
+      const { run: config } = await loadCoordinatedRun(h.configPath);
+      const counts: number[] = [];
+      const r = await trainDistributed({ nats: h.nats.url, run: h.run, config, id: 'solo', resume: 'none', heartbeatMs: 300, onStep: () => counts.push(tf.memory().numTensors) });
+      assert.equal(r.ended, 'finished');
+      assert.equal(counts.length, 10);
+      // Each stage has its own optimiser (moments sized by its model), so the count may change at a stage boundary;
+      // within a stage it must stay flat.
+      const perStage = [counts.slice(0, 4), counts.slice(4, 7), counts.slice(7)];
+      for (const c of perStage) assert.ok(c.every((n) => n === c[0]), `tensors per step: ${counts.join(' ')}`);
+      // Across stages the only difference is Adam's two moments per trained variable: the old optimiser was freed.
+      const { buildModels, disposeModels } = await import('../../src/trainer/models.ts');
+      const m = buildModels(config);
+      const vars = [m.clip.params().size, m.prior.params().size, m.decoder.params().size];
+      disposeModels(m);
+      const rest = perStage.map((c, i) => c[0] - 2 * vars[i]);
+      assert.deepEqual(rest, [rest[0], rest[0], rest[0]], `tensors per step: ${counts.join(' ')}; variables per stage: ${vars.join(' ')}`);
+    } finally {
+      await h.stop();
+    }
+  });
+});
