@@ -17,7 +17,7 @@ const HELP = `usage: easel run --config <run.yaml> --workers <N> [--nats <url>] 
   --config    the run file (with an optional \`coordinator\` section; see docs/coordinator.md)
   --workers   trainer processes to start on this machine
   --nats      an existing NATS server (JetStream on); default: start nats-server from PATH on a free loopback port
-  --out       where status.json, the logs and the local nats-server's JetStream store go (default ./runs/<name>)
+  --out       where status.json and the local nats-server's JetStream store go (default ./runs/<name>); logs go to stderr, each line prefixed with its process
 
 Ctrl-C stops every trainer after the same step and leaves a resumable checkpoint; run the same command again
 to continue.`;
