@@ -122,6 +122,9 @@ export class Coordinator {
     await c.restore();
     c.sub = opts.nc.subscribe(coordWildcard(opts.run));
     c.loop = c.serve(c.sub);
+    // The server must know the subscription before anyone is told we are up, or an early request finds no
+    // responder (a 503) — a race a loaded machine makes likely.
+    await opts.nc.flush();
     if (opts.ticking ?? true) {
       c.timer = setInterval(() => void c.tick().catch((err) => log.error('tick failed', { error: String(err) })), opts.config.tickMs);
       c.timer.unref();
