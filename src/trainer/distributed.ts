@@ -423,10 +423,12 @@ class DistributedTrainer {
       if (rank === 0) await this.catchUp();
       await this.sync(ring);
       await this.feed.rewind();
-      for (;;) {
+      // A new generation (a joiner or a departure) is met at a step boundary.
+      while (this.where.generation === ring.generation && this.where.rank === ring.rank) {
         const ended = await this.step(ring);
         if (ended) return ended;
       }
+      return undefined;
     } catch (err) {
       if (err instanceof CollectiveAbortedError || err instanceof CollectiveTimeoutError) {
         log.warn('step abandoned: membership changed', { generation, step: this.progress.globalStep, error: err.message });
@@ -444,8 +446,6 @@ class DistributedTrainer {
   private async step(ring: Ring): Promise<DistributedResult['ended'] | undefined> {
     const { config } = this.opts;
     const p = this.progress;
-    // A new generation formed (a joiner or a departure): meet it at this step boundary.
-    if (this.where.generation !== ring.generation || this.where.rank !== ring.rank) return undefined;
     while (p.stage < STAGES.length && p.stageStep >= config.stages[STAGES[p.stage]].steps) {
       p.stage++;
       p.stageStep = 0;

