@@ -1,4 +1,4 @@
-// `npm run bench -- scaling [--shards N] [--batch B]`: samples/s of a distributed run with 1 trainer and with 2,
+// `npm run bench -- scaling [--shards N] [--per-shard S] [--batch B]`: samples/s of a distributed run with 1 trainer and with 2,
 // on the same run config (tiny CLIP on the synthetic set, wasm backend), each a real nats-server + coordinator
 // + `easel trainer` processes reading one epoch. samples/s = samples of the applied steps after the first
 // (warm-up) divided by the time between the first and the last step, from the trainers' step traces.
@@ -15,11 +15,12 @@ const flag = (name: string, dflt: number) => {
   return i >= 0 ? Number(args[i + 1]) : dflt;
 };
 const shards = flag('shards', 8);
+const perShard = flag('per-shard', 256);
 const batch = flag('batch', 8);
 
 async function samplesPerSecond(workers: number): Promise<{ samplesPerSecond: number; steps: number; seconds: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'easel-bench-scaling-'));
-  const h = await startHarness(dir, { steps: { clip: 10_000, prior: 0, decoder: 0 }, shards, minTrainers: workers, backend: 'wasm', batchSize: batch, heartbeatTimeoutMs: 30_000 });
+  const h = await startHarness(dir, { steps: { clip: 10_000, prior: 0, decoder: 0 }, shards, perShard, minTrainers: workers, backend: 'wasm', batchSize: batch, heartbeatTimeoutMs: 30_000 });
   try {
     const ids = Array.from({ length: workers }, (_, i) => `w${i}`);
     const procs = ids.map((id) => h.spawnTrainer(id));
@@ -48,8 +49,9 @@ console.log(
     samples_per_s_1: +one.samplesPerSecond.toFixed(3),
     samples_per_s_2: +two.samplesPerSecond.toFixed(3),
     shards,
-    samples_per_shard: 16,
+    samples_per_shard: perShard,
     batch_per_trainer: batch,
+    note: 'batches never span shards: a shard smaller than the batch gives smaller batches',
     backend: 'wasm',
     loadavg_1m_before: +load.toFixed(2),
     loadavg_1m_after: +loadavg()[0].toFixed(2),

@@ -41,12 +41,12 @@ export async function shardInfos(dataUrl: string): Promise<ShardInfo[]> {
   }
 }
 
-/** `shards` × 16 synthetic samples (16×16 PNG) under `dir`, each tar with a filter-style stats file ({kept}). */
-export async function writeDataset(dir: string, shards: number): Promise<void> {
+/** `shards` × `perShard` synthetic samples (16×16 PNG) under `dir`, each tar with a filter-style stats file ({kept}). */
+export async function writeDataset(dir: string, shards: number, perShard = 16): Promise<void> {
   const store = await openStore(dir);
   try {
-    await writeSynthDataset(store, SynthConfig.parse({ shards, perShard: 16, size: IMAGE_SIZE, seed: 3, badFraction: 0, evalPerPair: 0, format: 'png' }));
-    for (const s of await listShards(store)) await store.put(statsKeyFor(s.key), Buffer.from(JSON.stringify({ kept: 16, dropped: {} })));
+    await writeSynthDataset(store, SynthConfig.parse({ shards, perShard, size: IMAGE_SIZE, seed: 3, badFraction: 0, evalPerPair: 0, format: 'png' }));
+    for (const s of await listShards(store)) await store.put(statsKeyFor(s.key), Buffer.from(JSON.stringify({ kept: perShard, dropped: {} })));
   } finally {
     await store.close();
   }
@@ -54,10 +54,10 @@ export async function writeDataset(dir: string, shards: number): Promise<void> {
 
 export async function startHarness(
   dir: string,
-  opts: { steps: { clip: number; prior: number; decoder: number }; shards?: number; epochs?: number; heartbeatTimeoutMs?: number; minTrainers?: number; backend?: 'cpu' | 'wasm'; batchSize?: number },
+  opts: { steps: { clip: number; prior: number; decoder: number }; shards?: number; perShard?: number; epochs?: number; heartbeatTimeoutMs?: number; minTrainers?: number; backend?: 'cpu' | 'wasm'; batchSize?: number },
 ): Promise<Harness> {
   const data = join(dir, 'data');
-  await writeDataset(data, opts.shards ?? 2);
+  await writeDataset(data, opts.shards ?? 2, opts.perShard);
   const run = `t${process.pid}`;
   const tiny = tinyRun(data, join(dir, 'ckpt'), opts.steps);
   const backend = opts.backend ?? 'cpu';
