@@ -42,3 +42,42 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, what: s
   if (!r.success) throw new UsageError(`invalid ${what}:\n${formatZodError(r.error, prefix)}`);
   return r.data;
 }
+
+/** parseArgs option specs for flags that take a value, e.g. numeric flags later mapped onto config fields. */
+export function stringFlags(names: readonly string[]): Record<string, { type: 'string' }> {
+  return Object.fromEntries(names.map((f) => [f, { type: 'string' as const }]));
+}
+
+/**
+ * Copies numeric flags onto config fields (`{'per-shard': 'perShard'}`), as numbers, leaving validation (and the
+ * error naming the field) to the component's zod schema.
+ */
+export function numericFields(flags: Record<string, string | undefined>, mapping: Record<string, string>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [flag, field] of Object.entries(mapping)) if (flags[flag] !== undefined) out[field] = Number(flags[flag]);
+  return out;
+}
+
+/**
+ * Turns the first SIGINT/SIGTERM into an abort (the loop finishes its step and checkpoints) and a second into an
+ * immediate exit. Returns the signal and a function that removes the handlers.
+ */
+export function abortOnSignals(what: string): { signal: AbortSignal; release(): void } {
+  const abort = new AbortController();
+  const onSignal = (sig: string) => {
+    if (abort.signal.aborted) process.exit(130);
+    console.error(`${what}: ${sig}: stopping after the current step (again to quit at once)`);
+    abort.abort();
+  };
+  const sigint = () => onSignal('SIGINT');
+  const sigterm = () => onSignal('SIGTERM');
+  process.on('SIGINT', sigint);
+  process.on('SIGTERM', sigterm);
+  return {
+    signal: abort.signal,
+    release: () => {
+      process.off('SIGINT', sigint);
+      process.off('SIGTERM', sigterm);
+    },
+  };
+}

@@ -2,7 +2,7 @@
 import { SynthConfig, writeSynthDataset } from '../data/synth/index.ts';
 import { openStore } from '../data/store/index.ts';
 import { logger } from '../util/log.ts';
-import { parseFlags, UsageError, validate } from './args.ts';
+import { numericFields, parseFlags, stringFlags, UsageError, validate } from './args.ts';
 
 const HELP = `usage: easel data synth --out <url> [options]
 
@@ -48,15 +48,14 @@ export async function run(argv: string[]): Promise<number> {
       out: { type: 'string' },
       holdout: { type: 'string' },
       format: { type: 'string' },
-      ...Object.fromEntries(Object.keys(numberFlags).map((f) => [f, { type: 'string' as const }])),
+      ...stringFlags(Object.keys(numberFlags)),
     },
     HELP,
   );
   if (!parsed) return 0;
   const flags = parsed.values as Record<string, string | undefined>;
   if (!flags.out) throw new UsageError(`--out is required\n\n${HELP}`);
-  const raw: Record<string, unknown> = { holdout: flags.holdout, format: flags.format };
-  for (const [flag, field] of Object.entries(numberFlags)) if (flags[flag] !== undefined) raw[field] = Number(flags[flag]);
+  const raw: Record<string, unknown> = { holdout: flags.holdout, format: flags.format, ...numericFields(flags, numberFlags) };
   const config = validate(SynthConfig, raw, 'synth settings');
 
   const store = await openStore(flags.out);

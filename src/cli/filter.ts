@@ -4,7 +4,7 @@ import { FilterConfig } from '../data/filter/config.ts';
 import { DROP_REASONS } from '../data/filter/reasons.ts';
 import { openStore } from '../data/store/index.ts';
 import { logger } from '../util/log.ts';
-import { parseFlags, UsageError, validate } from './args.ts';
+import { numericFields, parseFlags, stringFlags, UsageError, validate } from './args.ts';
 
 const HELP = `usage: easel filter --in <url> --out <url> [options]
 
@@ -46,15 +46,14 @@ export async function run(argv: string[]): Promise<number> {
       in: { type: 'string' },
       out: { type: 'string' },
       lang: { type: 'string' },
-      ...Object.fromEntries(Object.keys(numberFlags).map((f) => [f, { type: 'string' as const }])),
+      ...stringFlags(Object.keys(numberFlags)),
     },
     HELP,
   );
   if (!parsed) return 0;
   const flags = parsed.values as Record<string, string | undefined>;
   if (!flags.in || !flags.out) throw new UsageError(`--in and --out are required\n\n${HELP}`);
-  const raw: Record<string, unknown> = { lang: flags.lang };
-  for (const [flag, field] of Object.entries(numberFlags)) if (flags[flag] !== undefined) raw[field] = Number(flags[flag]);
+  const raw: Record<string, unknown> = { lang: flags.lang, ...numericFields(flags, numberFlags) };
   const config = validate(FilterConfig, raw, 'filter settings');
 
   // Loaded only now, so --help and argument errors answer without loading sharp and the language models.

@@ -1,7 +1,7 @@
 // `easel train --config run.yaml [--resume latest|<url>] [--out <url>] [--stop-at <step>]`: one process trains
 // CLIP → prior → decoder as the run file says. Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a
 // checkpoint and exits; `--resume latest` continues from it exactly.
-import { parseFlags, UsageError } from './args.ts';
+import { abortOnSignals, parseFlags, UsageError } from './args.ts';
 
 const HELP = `usage: easel train --config <run.yaml> [--resume latest|<checkpoint url>] [--out <checkpoint url>] [--stop-at <step>]
        easel train --describe
@@ -38,25 +38,15 @@ export async function run(argv: string[]): Promise<number> {
   if (values.out) config = parseRunConfig({ ...config, checkpoint: { ...config.checkpoint, url: values.out } }, '--out');
 
   const { train } = await import('../trainer/train.ts');
-  const abort = new AbortController();
-  const onSignal = (sig: string) => {
-    if (abort.signal.aborted) process.exit(130); // a second Ctrl-C: stop now
-    console.error(`easel train: ${sig}: finishing the current step and writing a checkpoint (again to quit at once)`);
-    abort.abort();
-  };
-  const sigint = () => onSignal('SIGINT');
-  const sigterm = () => onSignal('SIGTERM');
-  process.on('SIGINT', sigint);
-  process.on('SIGTERM', sigterm);
+  const stop = abortOnSignals('easel train');
   try {
-    const result = await train(config, { resume: values.resume, stopAtStep, signal: abort.signal });
+    const result = await train(config, { resume: values.resume, stopAtStep, signal: stop.signal });
     const where = result.lastCheckpoint ?? '(no checkpoint written)';
     if (result.finished) console.log(`trained ${result.globalStep} steps; checkpoint ${where}`);
     else console.log(`stopped after step ${result.globalStep}; checkpoint ${where}; continue with --resume latest`);
     result.dispose();
     return 0;
   } finally {
-    process.off('SIGINT', sigint);
-    process.off('SIGTERM', sigterm);
+    stop.release();
   }
 }

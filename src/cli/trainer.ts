@@ -1,7 +1,7 @@
 // `easel trainer --nats <url> --run <id> --config <run.yaml>`: one data-parallel trainer of a run that
 // `easel coordinator` owns. Ctrl-C (SIGINT) or SIGTERM stops every rank after the same step; rank 0 writes a
 // checkpoint, and `easel trainer` started again continues from it (--resume latest is the default).
-import { parseFlags, UsageError } from './args.ts';
+import { abortOnSignals, parseFlags, UsageError } from './args.ts';
 
 const HELP = `usage: easel trainer --nats <url> --run <id> --config <run.yaml> [--id <trainer id>] [--resume latest|none|<url>]
                      [--heartbeat-ms <ms>] [--collective-timeout-ms <ms>] [--trace <file>]
@@ -50,16 +50,7 @@ export async function run(argv: string[]): Promise<number> {
   const { loadCoordinatedRun } = await import('./coordinator.ts');
   const { run: config } = await loadCoordinatedRun(values.config!);
   const { trainDistributed } = await import('../trainer/distributed.ts');
-  const abort = new AbortController();
-  const onSignal = (sig: string) => {
-    if (abort.signal.aborted) process.exit(130);
-    console.error(`easel trainer: ${sig}: stopping after this step with every rank (again to quit at once)`);
-    abort.abort();
-  };
-  const sigint = () => onSignal('SIGINT');
-  const sigterm = () => onSignal('SIGTERM');
-  process.on('SIGINT', sigint);
-  process.on('SIGTERM', sigterm);
+  const stop = abortOnSignals('easel trainer');
   try {
     const r = await trainDistributed({
       nats: values.nats!.split(','),
@@ -70,12 +61,11 @@ export async function run(argv: string[]): Promise<number> {
       heartbeatMs: positiveInt('heartbeat-ms', values['heartbeat-ms']),
       collectiveTimeoutMs: positiveInt('collective-timeout-ms', values['collective-timeout-ms']),
       traceFile: values.trace,
-      signal: abort.signal,
+      signal: stop.signal,
     });
     console.log(`trainer ${r.ended} at step ${r.globalStep}: ${r.samples} samples from this trainer, ${r.generations} generation(s); checkpoint ${r.lastCheckpoint ?? '(none written here)'}`);
     return 0;
   } finally {
-    process.off('SIGINT', sigint);
-    process.off('SIGTERM', sigterm);
+    stop.release();
   }
 }
