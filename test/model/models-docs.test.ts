@@ -1,7 +1,9 @@
+// docs/models.md's config tables are the user-facing reference for the model keys: they must match the schemas.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import type { z } from 'zod';
+import { ClipConfig } from '../../src/model/clip.ts';
 import { PriorConfig } from '../../src/model/prior.ts';
 import { DecoderConfig } from '../../src/model/unet.ts';
 
@@ -19,7 +21,7 @@ async function configTable(heading: string): Promise<Map<string, { value: string
   return rows;
 }
 
-for (const [heading, schema] of [['Diffusion prior', PriorConfig], ['Decoder', DecoderConfig]] as const) {
+for (const [heading, schema] of [['CLIP', ClipConfig], ['Diffusion prior', PriorConfig], ['Decoder', DecoderConfig]] as const) {
   test(`docs/models.md '${heading}' documents every config key with its default and description`, async () => {
     const rows = await configTable(heading);
     const defaults = (schema as z.ZodType).parse({}) as Record<string, unknown>;
