@@ -1,9 +1,7 @@
 // `easel coordinator --config run.yaml --nats <url>`: owns one run until it is stopped (SIGINT/SIGTERM). Its
 // state lives in NATS JetStream KV, so a coordinator started again with the same run file resumes the run.
-import { readFile } from 'node:fs/promises';
-import { parse as parseYaml } from 'yaml';
 import { UsageError, parseFlags } from './args.ts';
-import { parseRunConfig } from '../trainer/config.ts';
+import { loadRunConfig } from '../trainer/config.ts';
 import { parseCoordinatorConfig } from '../coordinator/config.ts';
 import { discoverShards } from '../coordinator/dataset.ts';
 import { Coordinator, startHttpServer } from '../coordinator/service.ts';
@@ -26,27 +24,14 @@ The run file's \`coordinator\` section sets heartbeat/lease timeouts, min/max tr
   --http-host   overrides coordinator.httpHost
 `;
 
-/** Reads a run file and splits it into the run config and the coordinator section (both validated). */
-export async function loadCoordinatedRun(path: string) {
-  let value: unknown;
-  try {
-    value = parseYaml(await readFile(path, 'utf8')) ?? {};
-  } catch (err) {
-    throw new UsageError(`cannot read run file ${path}: ${(err as Error).message}`);
-  }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`run file ${path} must be a YAML mapping`);
-  const { coordinator, ...rest } = value as Record<string, unknown>;
-  return { run: parseRunConfig(rest, `run file ${path}`), coordinator: parseCoordinatorConfig(coordinator) };
-}
-
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(argv, { config: { type: 'string' }, nats: { type: 'string' }, 'http-port': { type: 'string' }, 'http-host': { type: 'string' } }, HELP);
   if (!parsed) return 0;
   const v = parsed.values;
   if (!v.config) throw new UsageError(`--config is required\n\n${HELP}`);
-  const { run: runConfig, coordinator } = await loadCoordinatedRun(v.config);
+  const runConfig = await loadRunConfig(v.config);
   const config = parseCoordinatorConfig({
-    ...coordinator,
+    ...runConfig.coordinator,
     ...(v['http-port'] !== undefined ? { httpPort: Number(v['http-port']) } : {}),
     ...(v['http-host'] !== undefined ? { httpHost: v['http-host'] } : {}),
   });

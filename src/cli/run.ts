@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseFlags, UsageError } from './args.ts';
-import { loadCoordinatedRun } from './coordinator.ts';
+import { loadRunConfig } from '../trainer/config.ts';
 
 const HELP = `usage: easel run --config <run.yaml> --workers <N> [--nats <url>] [--out <dir>]
 
@@ -96,7 +96,7 @@ export async function run(argv: string[]): Promise<number> {
   const v = parsed.values;
   if (!v.config) throw new UsageError(`--config is required\n\n${HELP}`);
   const workers = positiveInt('workers', v.workers ?? '1');
-  const { run: config } = await loadCoordinatedRun(v.config);
+  const config = await loadRunConfig(v.config);
   const out = resolve(v.out ?? join('runs', config.name));
   await mkdir(out, { recursive: true });
 

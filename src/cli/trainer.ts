@@ -46,9 +46,8 @@ export async function run(argv: string[]): Promise<number> {
   } catch (err) {
     throw new UsageError(`--run: ${(err as Error).message}`);
   }
-  // The run file may carry the coordinator's section; the trainer reads the rest.
-  const { loadCoordinatedRun } = await import('./coordinator.ts');
-  const { run: config } = await loadCoordinatedRun(values.config!);
+  const { loadRunConfig } = await import('../trainer/config.ts');
+  const config = await loadRunConfig(values.config!);
   const { trainDistributed } = await import('../trainer/distributed.ts');
   const stop = abortOnSignals('easel trainer');
   try {

@@ -36,9 +36,10 @@ export function reconcile(run: TrainingRun): DesiredObjects {
   const name = run.metadata.name;
   const namespace = run.metadata.namespace ?? 'default';
   const names = ownedNames(name);
-  // The run file both `easel coordinator` and `easel trainer` read: the validated run plus its `coordinator`
-  // section (elastic bounds from spec.trainers; HTTP on all interfaces so the Service and Prometheus reach it).
-  const coordinatorSection = { minTrainers: spec.trainers.min, maxTrainers: spec.trainers.max, httpHost: '0.0.0.0', httpPort: METRICS_PORT };
+  // The run file both `easel coordinator` and `easel trainer` read: the validated run, its `coordinator` section
+  // overridden where the cluster decides (elastic bounds from spec.trainers; HTTP on all interfaces so the Service
+  // and Prometheus reach it).
+  const coordinatorSection = { ...spec.run.coordinator, minTrainers: spec.trainers.min, maxTrainers: spec.trainers.max, httpHost: '0.0.0.0', httpPort: METRICS_PORT };
   const runFile = toYaml({ ...spec.run, coordinator: coordinatorSection }, { sortMapEntries: false });
   const runId = spec.run.name; // the coordinator names the run after the run file's name
   const configHash = createHash('sha256').update(runFile).digest('hex').slice(0, 16);

@@ -19,7 +19,9 @@ const SecretKeyRef = z.strictObject({
 });
 
 export const TrainingRunSpec = z.strictObject({
-  run: RunConfig.describe('the run file (same schema as `easel train --config`): data, stages with step budgets and model sizes, checkpoints'),
+  run: RunConfig.describe(
+    'the run file (same schema as `easel train --config`): data, stages with step budgets and model sizes, checkpoints, coordinator (its minTrainers/maxTrainers/httpHost/httpPort are set from spec.trainers and the Service)',
+  ),
   image: z.string().min(1).default('ghcr.io/easel-dev/easel:0.1.0-gpu').describe('container image for the coordinator and the trainers'),
   imagePullPolicy: z.enum(['Always', 'IfNotPresent', 'Never']).default('IfNotPresent').describe('image pull policy'),
   trainers: z
@@ -33,6 +35,7 @@ export const TrainingRunSpec = z.strictObject({
         .describe('CPU/memory requests and limits per trainer (GPUs come from trainers.gpus)'),
       nodeSelector: z.record(z.string(), z.string()).optional().describe('node labels trainers must run on'),
     })
+    .refine((t) => t.min <= t.max, { path: ['min'], message: 'must be at most trainers.max' })
     .prefault({})
     .describe('the trainer fleet'),
   coordinator: z

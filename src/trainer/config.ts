@@ -1,10 +1,12 @@
 // The run file (`easel train --config run.yaml`): one zod schema for a whole training run — data, the three
-// stages with their optimisers, schedules and model configs, checkpoints. The YAML run file, the CLI and the
+// stages with their optimisers, schedules and model configs, checkpoints, and the coordinator's settings for a
+// distributed run. The YAML run file, the CLI and the
 // Kubernetes TrainingRun spec are all validated by it; every error names the field path.
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { validate, UsageError } from '../cli/args.ts';
+import { CoordinatorConfig } from '../coordinator/config.ts';
 import { ClipConfig } from '../model/clip.ts';
 import { PriorConfig } from '../model/prior.ts';
 import { DecoderConfig } from '../model/unet.ts';
@@ -80,6 +82,9 @@ export const RunConfig = z
       })
       .prefault({})
       .describe('checkpoints'),
+    coordinator: CoordinatorConfig.prefault({}).describe(
+      'distributed runs only (`easel coordinator`, `easel run`, the operator): heartbeats, leases, elastic bounds, epochs, HTTP; `easel train` ignores it',
+    ),
   })
   .superRefine((c, ctx) => {
     // The three models must agree on the shapes they exchange; say which field disagrees with which.

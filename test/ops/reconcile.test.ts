@@ -6,7 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { readFileSync } from 'node:fs';
 import { reconcile, ownedNames, METRICS_PORT } from '../../src/operator/reconcile.ts';
 import { parseRunConfig } from '../../src/trainer/config.ts';
-import { CoordinatorConfig, parseCoordinatorConfig } from '../../src/coordinator/config.ts';
+import { CoordinatorConfig } from '../../src/coordinator/config.ts';
 import type { TrainingRun } from '../../src/operator/spec.ts';
 import { podSpecs, validateBuiltIn } from './k8s-validate.ts';
 
@@ -46,14 +46,28 @@ test('every owned object has a controller owner reference to the TrainingRun, so
   }
 });
 
-test('the ConfigMap holds the run file validated and completed with defaults, plus the coordinator section from spec.trainers', () => {
+test('the ConfigMap holds the run file validated and completed with defaults, its coordinator section set from spec.trainers', () => {
   const cm = byKind(desired(withUid(example)), 'ConfigMap')[0];
-  const { coordinator, ...runFile } = parseYaml(cm.data['run.yaml']);
+  const runFile = parseYaml(cm.data['run.yaml']);
   assert.deepEqual(parseRunConfig(runFile), runFile, 'the stored run file is a fixed point of the schema');
-  assert.deepEqual(parseCoordinatorConfig(coordinator), { ...CoordinatorConfig.parse({}), minTrainers: 2, maxTrainers: 4, httpHost: '0.0.0.0', httpPort: METRICS_PORT });
+  assert.deepEqual(runFile.coordinator, { ...CoordinatorConfig.parse({}), minTrainers: 2, maxTrainers: 4, httpHost: '0.0.0.0', httpPort: METRICS_PORT });
   assert.equal(runFile.data.train, 's3://laion-filtered/train');
   assert.equal(runFile.stages.prior.steps, 20000);
   assert.equal(runFile.stages.prior.optimizer.lr, 3e-4, 'defaults are filled in');
+});
+
+test("spec.run.coordinator's timeouts reach the run file; its trainer bounds and HTTP address come from the cluster", () => {
+  const run = withUid(example, (s) => (s.run.coordinator = { leaseMs: 120_000, epochs: 3, minTrainers: 9, httpPort: 1234 }));
+  const coordinator = parseYaml(byKind(desired(run), 'ConfigMap')[0].data['run.yaml']).coordinator;
+  assert.equal(coordinator.leaseMs, 120_000);
+  assert.equal(coordinator.epochs, 3);
+  assert.equal(coordinator.minTrainers, 2);
+  assert.equal(coordinator.httpPort, METRICS_PORT);
+});
+
+test('trainers.min above trainers.max is refused naming the field', () => {
+  const d = reconcile(withUid(example, (s) => (s.trainers = { ...s.trainers, min: 5, max: 4 })));
+  assert.ok(!d.ok && /spec\.trainers\.min: must be at most trainers\.max/.test(d.error), d.ok ? '' : d.error);
 });
 
 test('trainers request the configured GPUs, min–max drive the Job, and the run name and NATS URL reach them', () => {

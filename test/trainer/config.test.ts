@@ -91,3 +91,13 @@ test('--describe lists every key with its default and description', () => {
   assert.match(text, /^stages\.decoder\.model\.channelMults = \[1,2,4\] {2}/m);
   assert.match(text, /^data\.eval = \(optional\) {2}/m);
 });
+
+test('one run file serves every command: its coordinator section is validated here and named when wrong', async () => {
+  const c = parseRunConfig({ coordinator: { minTrainers: 2, epochs: 3 } });
+  assert.equal(c.coordinator.minTrainers, 2);
+  assert.equal(c.coordinator.epochs, 3);
+  assert.equal(parseRunConfig({}).coordinator.leaseMs, 60_000, 'the section is optional');
+  assert.match(errorOf({ coordinator: { leaseMs: 0 } }), /coordinator\.leaseMs: /);
+  assert.match(errorOf({ coordinator: { minTrainers: 3, maxTrainers: 2 } }), /coordinator\.minTrainers: must be at most maxTrainers/);
+  assert.match(errorOf({ coordinator: { leseMs: 5 } }), /coordinator: .*leseMs/);
+});

@@ -41,9 +41,9 @@ test('a distributed trainer holds the same number of tensors after every step of
     const h = await startHarness(dir, { steps: { clip: 4, prior: 3, decoder: 3 }, shards: 4, epochs: 2 });
     try {
       const tf = await import('@tensorflow/tfjs-core');
-      const { loadCoordinatedRun } = await import('../../src/cli/coordinator.ts');
+      const { loadRunConfig } = await import('../../src/trainer/config.ts');
       const { trainDistributed } = await import('../../src/trainer/distributed.ts');
-      const { run: config } = await loadCoordinatedRun(h.configPath);
+      const config = await loadRunConfig(h.configPath);
       const counts: number[] = [];
       const r = await trainDistributed({ nats: h.nats.url, run: h.run, config, id: 'solo', resume: 'none', heartbeatMs: 300, onStep: () => counts.push(tf.memory().numTensors) });
       assert.equal(r.ended, 'finished');
