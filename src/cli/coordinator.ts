@@ -39,7 +39,7 @@ export async function run(argv: string[]): Promise<number> {
   const dataset = await discoverShards(store).finally(() => store.close());
   const nc = await openNats({ servers: v.nats ?? 'nats://127.0.0.1:4222', name: `coordinator-${runConfig.name}` });
   const budgets = { clip: runConfig.stages.clip.steps, prior: runConfig.stages.prior.steps, decoder: runConfig.stages.decoder.steps };
-  const c = await Coordinator.start({ nc, run: runConfig.name, config, budgets, shards: dataset.shards, filterDropped: dataset.dropped });
+  const c = await Coordinator.start({ nc, run: runConfig.name, config, runConfig, budgets, shards: dataset.shards, filterDropped: dataset.dropped });
   const http = await startHttpServer(c, { port: config.httpPort, host: config.httpHost });
   // One line on stdout, for launchers and scripts: where to scrape and ask.
   console.log(JSON.stringify({ run: runConfig.name, http: http.url, shards: dataset.shards.length }));

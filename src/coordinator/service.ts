@@ -36,6 +36,8 @@ export interface CoordinatorOptions {
   shards: ShardInfo[];
   /** Samples the filter dropped, by reason (exported as a metric). */
   filterDropped?: Record<string, number>;
+  /** The validated run file, answered to the `config` verb (trainers started without --config fetch it). */
+  runConfig?: unknown;
   /** Epoch-ms clock (tests drive time by hand). */
   clock?: () => number;
   /** Start the periodic tick (default true; tests call tick() themselves). */
@@ -86,6 +88,7 @@ const REQUESTS = {
   }),
   checkpoint: z.object({ trainer, step: count, key: z.string().min(1), seconds: z.number().min(0).optional() }),
   status: z.object({}).loose(),
+  config: z.object({}).loose(),
 } satisfies Record<Verb, z.ZodType>;
 
 export class Coordinator {
@@ -278,6 +281,9 @@ export class Coordinator {
       }
       case 'status':
         return { ok: true, status: this.status() };
+      case 'config':
+        if (this.opts.runConfig === undefined) return { ok: false, error: 'this coordinator was started without a run file', reason: 'no-config' };
+        return { ok: true, config: this.opts.runConfig };
     }
   }
 
