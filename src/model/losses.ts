@@ -1,17 +1,19 @@
 // CLIP's symmetric contrastive (InfoNCE) loss over a global batch that may be spread over several trainers.
 //
-// Distributed use. Every rank holds `size` rows of a global batch of N = ranks × size pairs. Each rank:
+// Distributed use. Rank r holds n_r rows of a global batch of N = Σ n_r pairs (ranks may hold different numbers
+// of rows). Each rank:
 //   1. encodes its own rows (live tensors: gradients flow into the model),
 //   2. receives the other ranks' embeddings as plain numbers (an all-gather of the embedding values) and makes
 //      them tensors — constants, nothing flows back to them,
 //   3. builds the global [N, D] matrices as concat([before, own, after]) in rank order, and calls
-//      contrastiveLoss(images, texts, logitScale, { offset: rank × size, size }).
+//      contrastiveLoss(images, texts, logitScale, { offset: n_0 + … + n_(r-1), size: n_r }).
 // The returned value is the loss of the whole global batch (the same number on every rank). Its gradient on
 // one rank is only the part that flows through that rank's own rows: ∂L/∂E_own · ∂E_own/∂θ. Summed over ranks
-// those parts are exactly the single-process gradient; the trainer's all-reduce *averages*, so the own rows'
-// gradient is scaled by N/size (= the number of ranks) here. The logit scale is live on every rank and each
-// already computes its full ∂L/∂s, so the average leaves it right. Rows outside `own` are detached here too, so a
-// caller may pass live tensors for them (tests do) without their gradient being counted twice.
+// those parts are exactly the single-process gradient; the trainer's all-reduce takes the *sample-weighted mean*
+// Σ n_r·g_r / N, so the own rows' gradient is scaled by N/size here (with equal shares: the number of ranks, and
+// the weighted mean is the plain mean). The logit scale is live on every rank and each already computes its full
+// ∂L/∂s, which any weighted mean leaves as it is. Rows outside `own` are detached here too, so a caller may pass
+// live tensors for them (tests do) without their gradient being counted twice.
 import * as tf from '@tensorflow/tfjs-core';
 
 /** CLIP's initial logit scale, in log space: ln(1/0.07) (temperature 0.07). */
@@ -54,10 +56,6 @@ function checkOwn(own: OwnSlice, n: number): void {
   const { offset, size } = own;
   if (!Number.isInteger(offset) || !Number.isInteger(size) || size < 1 || offset < 0 || offset + size > n) {
     throw new Error(`own slice {offset: ${offset}, size: ${size}} is not inside the global batch of ${n} rows`);
-  }
-  if (n % size !== 0 || offset % size !== 0) {
-    // Averaging over ranks is only the global gradient when every rank holds the same number of rows.
-    throw new Error(`own slice {offset: ${offset}, size: ${size}}: the global batch of ${n} rows must be ranks × size, with this rank's rows at rank × size`);
   }
 }
 

@@ -3,8 +3,9 @@
 // gradient with the single-process step (step.ts), all-reduces it over NATS with the transport's ring, applies the
 // identical update on every rank, and reports the samples it consumed. Rank 0 writes checkpoints.
 //
-// One all-reduced vector per step carries, after the gradient, four numbers per rank summed over the ranks:
-//   [ n·grad…, n, n·loss, stop, dataDone ]
+// One all-reduced vector per step carries, after the gradient, four numbers summed over the ranks and two per rank
+// (the shard and offset it read, so peers can report each other's progress):
+//   [ n·grad…, n, n·loss, stop, dataDone, (shard, offset) per rank ]
 // where n is the samples this rank contributed (0 when it has no shard), so the update is the sample-weighted mean
 // gradient even when ranks have unequal or empty batches; `stop` makes every rank stop after the same step (Ctrl-C
 // on any), and `dataDone` = W means no rank has data left (the run's epochs are read) and the run ends.
@@ -13,7 +14,11 @@
 // is applied or reported; the next generation starts with rank 0 broadcasting its state (weights, EMA, Adam state,
 // step counters), and every rank re-reads its shard from the last offset it reported.
 //
-// CLIP's contrastive loss uses each rank's own batch as negatives (not the global batch; see the report of issue 4).
+// CLIP's contrastive loss uses the global batch as negatives, as in one process: before the all-reduce, each rank
+// all-gathers every rank's embeddings of the step (padded to the batch size, with a row count: ranks may hold fewer
+// rows or none), then differentiates the global-batch loss through its own rows only (clipGlobalLoss in models.ts,
+// the gradient scaling in losses.ts). The gather and the all-reduce of a step share its step number and are told
+// apart by their order (the ring's sequence number); a gather that times out abandons the step like the reduce.
 import { appendFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
@@ -32,7 +37,7 @@ import { deriveSeed } from '../util/rng.ts';
 import { optimizerTensors, readCheckpoint, restoreOptimizer, writeCheckpoint, type CheckpointData } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
-import { buildModels, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
+import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
 import type { SafeTensor } from './safetensors.ts';
 import { learningRateAt } from './schedule.ts';
 import { paramCount, trainStep } from './step.ts';
@@ -504,9 +509,14 @@ class DistributedTrainer {
     const device = next ? toStageBatch(this.models, stage, next.batch, config.data.imageSize) : undefined;
     let r;
     try {
-      const loss = device
+      // CLIP: every rank all-gathers the step's embeddings (with or without a batch), so its loss is the global batch's.
+      const own =
+        stage === 'clip'
+          ? (await clipGlobalLoss(this.models.clip, device, batchSize, ring.rank, (e) => ring.allGather(e, { step: p.globalStep }))).loss
+          : device && (() => stageLoss(this.models, stage, device, seed));
+      const loss = own
         ? () => {
-            const l = stageLoss(this.models, stage, device, seed);
+            const l = own();
             localLoss = l.dataSync()[0];
             return l;
           }

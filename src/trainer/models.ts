@@ -1,8 +1,10 @@
 // The three unCLIP models of a run and what each stage trains: which params, on which loss. Prior and decoder
 // train against the frozen CLIP: their embeddings are computed outside the gradient tape and disposed per step.
+// clipGlobalLoss() is CLIP's loss for one rank of a data-parallel step, with the whole global batch as negatives.
 // loadCheckpoint() rebuilds a run's models from a checkpoint for sampling and evaluation.
 import * as tf from '@tensorflow/tfjs-core';
 import { Clip } from '../model/clip.ts';
+import { contrastiveLoss } from '../model/losses.ts';
 import { DiffusionPrior } from '../model/prior.ts';
 import { tokenize } from '../model/tokenizer.ts';
 import { Decoder } from '../model/unet.ts';
@@ -79,6 +81,71 @@ export function stageLoss(models: Models, stage: StageName, b: StageBatch, seed:
     case 'decoder':
       return models.decoder.loss({ images: b.images, imageEmb: b.imageEmb!, tokens: b.tokens }, seed);
   }
+}
+
+/** One all-gather of a step: every rank passes an array of the same length and gets all of them in rank order. */
+export type AllGather = (own: Float32Array) => Promise<Float32Array>;
+
+export interface GlobalClipLoss {
+  /** Rows (samples) each rank holds this step, in rank order; their sum is the global batch. */
+  rows: number[];
+  /** This rank's loss closure (for trainStep), or undefined when this rank holds no rows. */
+  loss: (() => tf.Scalar) | undefined;
+}
+
+/**
+ * CLIP's contrastive loss over the global batch of a data-parallel step, for one rank (see losses.ts for why the
+ * gradients come out right). Every rank of the step must call it, with or without a batch, since it all-gathers:
+ *   1. this rank's embeddings are computed once without gradient and sent as [rows, images…, texts…], each
+ *      block padded to `maxRows` (ranks may hold fewer rows, or none, at the end of a shard or an epoch);
+ *   2. the returned closure (synchronous, as tf.variableGrads needs) re-encodes the own rows live and puts them
+ *      between the other ranks' rows, which are constants, in rank order.
+ * The loss it returns is the global batch's on every rank; the trainer's sample-weighted mean of the gradients
+ * (rank r weighted by rows[r]) is the single-process gradient of the global batch.
+ */
+export async function clipGlobalLoss(clip: Clip, batch: StageBatch | undefined, maxRows: number, rank: number, gather: AllGather): Promise<GlobalClipLoss> {
+  const d = clip.config.embedDim;
+  const n = batch ? batch.images.shape[0] : 0;
+  if (n > maxRows) throw new Error(`a batch of ${n} rows does not fit the ${maxRows} rows every rank gathers`);
+  const slot = 1 + 2 * maxRows * d;
+  const own = new Float32Array(slot);
+  own[0] = n;
+  if (batch && n > 0) {
+    const [image, text] = tf.tidy(() => [clip.encodeImage(batch.images), clip.encodeText(batch.tokens)]);
+    own.set(image.dataSync(), 1);
+    own.set(text.dataSync(), 1 + maxRows * d);
+    tf.dispose([image, text]);
+  }
+  const all = await gather(own);
+  const world = all.length / slot;
+  const rows = Array.from({ length: world }, (_, r) => all[r * slot]);
+  const bad = rows.findIndex((x) => !Number.isInteger(x) || x < 0 || x > maxRows);
+  if (!Number.isInteger(world) || bad >= 0) {
+    throw new Error(`gathered CLIP embeddings do not parse as ${maxRows} rows of ${d} per rank (rank ${bad} sent ${rows[bad]} rows): do the ranks run the same config?`);
+  }
+  if (!batch || n === 0) return { rows, loss: undefined };
+  // The other ranks' rows as plain numbers, split around this rank's place.
+  const offset = rows.slice(0, rank).reduce((a, b) => a + b, 0);
+  const others = (block: 0 | 1, ranks: number[]) => {
+    const out = new Float32Array(ranks.reduce((k, r) => k + rows[r], 0) * d);
+    let at = 0;
+    for (const r of ranks) {
+      const from = r * slot + 1 + block * maxRows * d;
+      out.set(all.subarray(from, from + rows[r] * d), at);
+      at += rows[r] * d;
+    }
+    return out;
+  };
+  const before = Array.from({ length: rank }, (_, r) => r);
+  const after = Array.from({ length: world - rank - 1 }, (_, i) => rank + 1 + i);
+  const blocks = ([0, 1] as const).map((b) => ({ before: others(b, before), after: others(b, after) }));
+  const inOrder = (live: tf.Tensor2D, b: { before: Float32Array; after: Float32Array }): tf.Tensor2D => {
+    const parts = [tf.tensor2d(b.before, [b.before.length / d, d]), live, tf.tensor2d(b.after, [b.after.length / d, d])];
+    return tf.concat(parts.filter((t) => t.shape[0] > 0), 0);
+  };
+  const loss = () =>
+    contrastiveLoss(inOrder(clip.encodeImage(batch.images), blocks[0]), inOrder(clip.encodeText(batch.tokens), blocks[1]), clip.logitScale, { offset, size: n });
+  return { rows, loss };
 }
 
 export interface LoadedCheckpoint {

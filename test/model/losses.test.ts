@@ -70,14 +70,14 @@ test('the loss gradients w.r.t. both embeddings and the logit scale match finite
   tf.dispose(inputs);
 });
 
-test('mismatched embeddings and an own slice outside the batch or of unequal share are refused', () => {
+test('mismatched embeddings and an own slice outside the batch are refused', () => {
   tf.tidy(() => {
     const a = tf.zeros([4, 3]) as tf.Tensor2D;
     const ls = tf.scalar(0);
     assert.throws(() => contrastiveLoss(a, tf.zeros([3, 3]) as tf.Tensor2D, ls), /same shape/);
     assert.throws(() => contrastiveLoss(a, a, ls, { offset: 3, size: 2 }), /not inside the global batch of 4/);
-    assert.throws(() => contrastiveLoss(a, a, ls, { offset: 0, size: 3 }), /must be ranks × size/);
-    assert.throws(() => contrastiveLoss(a, a, ls, { offset: 1, size: 2 }), /must be ranks × size/);
+    assert.throws(() => contrastiveLoss(a, a, ls, { offset: 0, size: 0 }), /not inside the global batch of 4/);
+    assert.throws(() => contrastiveLoss(a, a, ls, { offset: -1, size: 2 }), /not inside the global batch of 4/);
   });
 });
 
