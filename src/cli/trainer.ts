@@ -1,14 +1,16 @@
-// `easel trainer --nats <url> --run <id> --config <run.yaml>`: one data-parallel trainer of a run that
-// `easel coordinator` owns. Ctrl-C (SIGINT) or SIGTERM stops every rank after the same step; rank 0 writes a
-// checkpoint, and `easel trainer` started again continues from it (--resume latest is the default).
+// `easel trainer --nats <url> --run <id> [--config <run.yaml>]`: one data-parallel trainer of a run that
+// `easel coordinator` owns; it trains with the coordinator's run config (a --config file must equal it). Ctrl-C
+// (SIGINT) or SIGTERM stops every rank after the same step; rank 0 writes a checkpoint, and `easel trainer` started
+// again continues from it (--resume latest is the default).
 import { abortOnSignals, parseFlags, UsageError } from './args.ts';
 
-const HELP = `usage: easel trainer --nats <url> --run <id> --config <run.yaml> [--id <trainer id>] [--resume latest|none|<url>]
+const HELP = `usage: easel trainer --nats <url> --run <id> [--config <run.yaml>] [--id <trainer id>] [--resume latest|none|<url>]
                      [--heartbeat-ms <ms>] [--collective-timeout-ms <ms>] [--trace <file>]
 
   --nats     NATS server URL(s), comma-separated
   --run      the run id the coordinator was started with
-  --config   the run file (models, stages, data, checkpoints); the same file the coordinator reads
+  --config   optional: the run file; it must equal the one the coordinator was started with (default: the
+             trainer asks the coordinator for it, waiting up to 60 s for one to answer)
   --id       this trainer's id (default: <host>-<pid>)
   --resume   'latest' (default) continues from checkpoint.url if it holds one; 'none' starts fresh; or a checkpoint URL
   --heartbeat-ms            how often to heartbeat the coordinator (default 1000)
@@ -20,6 +22,20 @@ function positiveInt(flag: string, value: string | undefined): number | undefine
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${flag}: expected a positive integer, got '${value}'`);
   return n;
+}
+
+/** The coordinator's run config; a --config file, if given, must equal it. */
+async function runConfig(nats: string[], run: string, file: string | undefined) {
+  const { loadRunConfig } = await import('../trainer/config.ts');
+  const { coordinatedRunConfig } = await import('../trainer/coordinated-config.ts');
+  const { openNats, closeNats } = await import('../transport/connection.ts');
+  const local = file ? { config: await loadRunConfig(file), name: `--config ${file}` } : undefined;
+  const nc = await openNats({ servers: nats, name: `trainer-config-${process.pid}` });
+  try {
+    return await coordinatedRunConfig(nc, run, local);
+  } finally {
+    await closeNats(nc);
+  }
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -39,20 +55,20 @@ export async function run(argv: string[]): Promise<number> {
   );
   if (!parsed) return 0;
   const { values } = parsed;
-  for (const f of ['nats', 'run', 'config'] as const) if (!values[f]) throw new UsageError(`--${f} is required\n\n${HELP}`);
+  for (const f of ['nats', 'run'] as const) if (!values[f]) throw new UsageError(`--${f} is required\n\n${HELP}`);
   const { checkRunId } = await import('../coordinator/subjects.ts');
   try {
     checkRunId(values.run!);
   } catch (err) {
     throw new UsageError(`--run: ${(err as Error).message}`);
   }
-  const { loadRunConfig } = await import('../trainer/config.ts');
-  const config = await loadRunConfig(values.config!);
+  const nats = values.nats!.split(',');
+  const config = await runConfig(nats, values.run!, values.config);
   const { trainDistributed } = await import('../trainer/distributed.ts');
   const stop = abortOnSignals('easel trainer');
   try {
     const r = await trainDistributed({
-      nats: values.nats!.split(','),
+      nats,
       run: values.run!,
       config,
       id: values.id,

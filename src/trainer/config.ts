@@ -2,6 +2,7 @@
 // stages with their optimisers, schedules and model configs, checkpoints, and the coordinator's settings for a
 // distributed run. The YAML run file, the CLI and the
 // Kubernetes TrainingRun spec are all validated by it; every error names the field path.
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -143,4 +144,41 @@ export function describeRunConfig(): string {
   };
   walk(z.toJSONSchema(RunConfig, { io: 'input', unrepresentable: 'any' }) as Record<string, any>, '');
   return lines.join('\n');
+}
+
+/** One field that differs between two configs: its dotted path and both values (undefined: absent). */
+export interface ConfigDifference {
+  path: string;
+  a: unknown;
+  b: unknown;
+}
+
+/**
+ * The fields (leaves; arrays compared whole) that differ between two parsed configs, in the order of `a`'s keys
+ * (for two validated run configs: the schema's order), then keys only `b` has.
+ */
+export function configDifferences(a: unknown, b: unknown, path = ''): ConfigDifference[] {
+  const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (isRecord(a) && isRecord(b)) {
+    const keys = [...Object.keys(a), ...Object.keys(b).filter((k) => !(k in a))];
+    return keys.flatMap((k) => configDifferences(a[k], b[k], path ? `${path}.${k}` : k));
+  }
+  return canonicalJson(a) === canonicalJson(b) ? [] : [{ path: path || '(root)', a, b }];
+}
+
+/** JSON with every object's keys sorted: equal for equal configs whatever order their keys were written in. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    typeof v === 'object' && v !== null && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))) : v,
+  );
+}
+
+/** sha256 of the canonical JSON of a config (first 16 hex digits): two processes compare configs by this. */
+export function configHash(config: unknown): string {
+  return createHash('sha256').update(canonicalJson(config) ?? 'undefined').digest('hex').slice(0, 16);
+}
+
+/** A value as a difference message shows it (`(absent)` for a missing field). */
+export function showValue(v: unknown): string {
+  return v === undefined ? '(absent)' : typeof v === 'string' ? v : JSON.stringify(v);
 }

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { UsageError } from '../../src/cli/args.ts';
-import { describeRunConfig, loadRunConfig, parseRunConfig, RunConfig, stageBatchSize } from '../../src/trainer/config.ts';
+import { configDifferences, configHash, describeRunConfig, loadRunConfig, parseRunConfig, RunConfig, stageBatchSize } from '../../src/trainer/config.ts';
 
 test('an empty run file is a complete config: every field has a default', () => {
   const c = parseRunConfig({});
@@ -100,4 +100,21 @@ test('one run file serves every command: its coordinator section is validated he
   assert.match(errorOf({ coordinator: { leaseMs: 0 } }), /coordinator\.leaseMs: /);
   assert.match(errorOf({ coordinator: { minTrainers: 3, maxTrainers: 2 } }), /coordinator\.minTrainers: must be at most maxTrainers/);
   assert.match(errorOf({ coordinator: { leseMs: 5 } }), /coordinator: .*leseMs/);
+});
+
+test('configs compare by a hash that ignores key order; the differences name each field path', () => {
+  const a = parseRunConfig({ seed: 3, stages: { clip: { steps: 5 } } });
+  const reverseKeys = (v: unknown): unknown =>
+    typeof v === 'object' && v !== null && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).reverse().map(([k, x]) => [k, reverseKeys(x)])) : v;
+  const reordered = reverseKeys(a) as RunConfig;
+  assert.deepEqual(Object.keys(reordered).at(-1), 'name');
+  assert.equal(configHash({ x: 1, y: { b: 2, a: [1, 2] } }), configHash({ y: { a: [1, 2], b: 2 }, x: 1 }));
+  assert.equal(configHash(reordered), configHash(a));
+  const b = parseRunConfig({ seed: 3, stages: { clip: { steps: 6 }, decoder: { model: { channelMults: [1, 2] } } } });
+  assert.notEqual(configHash(a), configHash(b));
+  assert.deepEqual(configDifferences(a, b), [
+    { path: 'stages.clip.steps', a: 5, b: 6 },
+    { path: 'stages.decoder.model.channelMults', a: [1, 2, 4], b: [1, 2] },
+  ]);
+  assert.deepEqual(configDifferences({ data: { eval: 'x' } }, { data: {} }), [{ path: 'data.eval', a: 'x', b: undefined }]);
 });
