@@ -31,7 +31,7 @@ import { initBackend } from '../model/backend.ts';
 import { CoordinatorClient, CoordinatorRefusal } from '../coordinator/client.ts';
 import { coordSubject, type Verb } from '../coordinator/subjects.ts';
 import { CollectiveAbortedError, CollectiveTimeoutError, openRing, type Ring } from '../transport/allreduce.ts';
-import { closeNats, openNats } from '../transport/connection.ts';
+import { closeNats, natsCredentials, openNats } from '../transport/connection.ts';
 import { logger } from '../util/log.ts';
 import { deriveSeed } from '../util/rng.ts';
 import { optimizerTensors, readCheckpoint, restoreOptimizer, writeCheckpoint, type CheckpointData } from './checkpoint.ts';
@@ -146,11 +146,13 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // as long as the math takes (seconds on a loaded CPU), and a trainer must not be declared dead for computing.
 const HEARTBEAT_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { connect } = require(workerData.natsPath);
+const { connect, credsAuthenticator } = require(workerData.natsPath);
 let stopped = false;
 parentPort.on('message', (m) => { if (m === 'stop') stopped = true; });
 (async () => {
-  const nc = await connect({ servers: workerData.servers, name: workerData.name + '-heartbeat', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  const { creds, source, ...auth } = workerData.credentials ?? {};
+  if (creds) auth.authenticator = credsAuthenticator(new TextEncoder().encode(creds));
+  const nc = await connect({ ...auth, servers: workerData.servers, name: workerData.name + '-heartbeat', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
   while (!stopped) {
     try {
       const msg = await nc.request(workerData.subject, JSON.stringify({ trainer: workerData.trainer }), { timeout: 5000 });
@@ -167,7 +169,9 @@ parentPort.on('message', (m) => { if (m === 'stop') stopped = true; });
 /** Starts the heartbeat thread; `onReply` gets every reply (parsed JSON). Returns a stop function. */
 function startHeartbeats(opts: { servers: string | string[]; run: string; trainer: string; intervalMs: number }, onReply: (r: { ok: boolean; reason?: string; error?: string } & Partial<WhereIs>) => void): () => Promise<void> {
   const natsPath = createRequire(import.meta.url).resolve('nats');
-  const worker = new Worker(HEARTBEAT_WORKER, { eval: true, workerData: { ...opts, natsPath, name: `trainer-${opts.trainer}`, subject: coordSubject(opts.run, 'heartbeat') } });
+  // The same servers and credentials (NATS_CREDS, NATS_USER/NATS_PASSWORD, NATS_TOKEN or URL userinfo) as openNats.
+  const { servers, credentials } = natsCredentials(opts.servers);
+  const worker = new Worker(HEARTBEAT_WORKER, { eval: true, workerData: { ...opts, servers, credentials, natsPath, name: `trainer-${opts.trainer}`, subject: coordSubject(opts.run, 'heartbeat') } });
   worker.on('message', (text: string) => onReply(JSON.parse(text)));
   worker.on('error', (err) => log.error('heartbeat thread failed', { error: String(err) }));
   return async () => {

@@ -43,6 +43,8 @@ export interface StartNatsOptions {
   jetstream?: boolean;
   /** Give up if the server does not accept connections by then. */
   timeoutMs?: number;
+  /** More server configuration appended to the generated file (e.g. an `authorization { … }` block). */
+  extraConfig?: string;
 }
 
 const liveDirs = new Set<string>();
@@ -94,7 +96,7 @@ async function startOnce(opts: StartNatsOptions): Promise<NatsServer> {
   liveDirs.add(dir);
   const port = await freePort();
   const conf = join(dir, 'server.conf');
-  writeFileSync(conf, serverConfig(dir, port, maxPayload, opts.jetstream ?? true));
+  writeFileSync(conf, serverConfig(dir, port, maxPayload, opts.jetstream ?? true) + (opts.extraConfig ? `${opts.extraConfig}\n` : ''));
   const logFile = join(dir, 'server.log');
   let server: Watched | undefined;
   let pid = 0;
