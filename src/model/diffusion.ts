@@ -104,6 +104,20 @@ export function epsFromX0(xt: tf.Tensor, x0: tf.Tensor, abar: Coefficient): tf.T
 }
 
 /**
+ * The v-parameterisation (Salimans & Ho 2022): v = √ᾱ·ε - √(1-ᾱ)·x0. A network that predicts v gives x0 with
+ * coefficients ≤ 1 at every t, where x0 from a predicted ε is amplified by 1/√ᾱ (→ ∞ as t → T): at high noise a
+ * small ε error becomes a large x0 error, which sampling then never removes.
+ */
+export function vFromX0Eps(x0: tf.Tensor, eps: tf.Tensor, abar: Coefficient): tf.Tensor {
+  return tf.tidy(() => mulAdd(coef(abar, Math.sqrt, x0.rank), eps, coef(abar, (a) => -Math.sqrt(1 - a), x0.rank), x0));
+}
+
+/** x0 = √ᾱ·x_t - √(1-ᾱ)·v. */
+export function x0FromV(xt: tf.Tensor, v: tf.Tensor, abar: Coefficient): tf.Tensor {
+  return tf.tidy(() => mulAdd(coef(abar, Math.sqrt, xt.rank), xt, coef(abar, (a) => -Math.sqrt(1 - a), xt.rank), v));
+}
+
+/**
  * The DDPM posterior q(x_prev | x_t, x0) between any two timesteps (prev < t), so a respaced subsequence works too:
  * with β = 1 - ᾱ_t/ᾱ_prev, mean = coefX0·x0 + coefXt·x_t and variance = β(1-ᾱ_prev)/(1-ᾱ_t).
  */

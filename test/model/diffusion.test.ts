@@ -17,7 +17,9 @@ import {
   qSample,
   replaceDropped,
   samplingTimesteps,
+  vFromX0Eps,
   x0FromEps,
+  x0FromV,
 } from '../../src/model/diffusion.ts';
 import { Rng } from '../../src/util/rng.ts';
 
@@ -93,6 +95,27 @@ test('q_sample, x0-from-ε and ε-from-x0 are mutually inverse, per example or f
     // The closed form itself: √ᾱ·x0 + √(1-ᾱ)·ε.
     const byHand = tf.add(tf.mul(tf.slice(x0, 1, 1), Math.sqrt(abar[1])), tf.mul(tf.slice(eps, 1, 1), Math.sqrt(1 - abar[1])));
     assert.ok(maxAbsDiff(tf.slice(xt, 1, 1), byHand) < 1e-6);
+  });
+});
+
+test('v = √ᾱ·ε − √(1−ᾱ)·x0 gives x0 back from x_t at every t, with no 1/√ᾱ blow-up at the noisy end', () => {
+  tf.tidy(() => {
+    const x0 = tf.randomNormal([4, 3, 3, 2], 0, 1, 'float32', 1);
+    const eps = tf.randomNormal([4, 3, 3, 2], 0, 1, 'float32', 2);
+    const s = makeSchedule('cosine', 1000);
+    // Including t = 999, where ᾱ ≈ 0 and x0-from-ε is ill-conditioned.
+    const abar = [0, 400, 800, 999].map((t) => alphaBar(s, t));
+    const xt = qSample(x0, eps, abar);
+    const v = vFromX0Eps(x0, eps, abar);
+    assert.ok(maxAbsDiff(x0FromV(xt, v, abar), x0) < 1e-5);
+    const byHand = tf.sub(tf.mul(tf.slice(eps, 3, 1), Math.sqrt(abar[3])), tf.mul(tf.slice(x0, 3, 1), Math.sqrt(1 - abar[3])));
+    assert.ok(maxAbsDiff(tf.slice(v, 3, 1), byHand) < 1e-6);
+    // A prediction error δ in v moves x0 by at most |δ| (coefficient √(1−ᾱ) ≤ 1); the same δ in ε moves it by
+    // √((1−ᾱ)/ᾱ), which is > 100 at t = 999.
+    const delta = tf.fill(xt.shape, 0.01);
+    assert.ok(maxAbsDiff(x0FromV(xt, tf.add(v, delta), abar), x0) <= 0.01 + 1e-5);
+    const epsErr = maxAbsDiff(x0FromEps(tf.slice(xt, 3, 1), tf.add(tf.slice(eps, 3, 1), 0.01), abar[3]), tf.slice(x0, 3, 1));
+    assert.ok(epsErr > 1, `x0 error from a 0.01 ε error at t=999: ${epsErr}`);
   });
 });
 
