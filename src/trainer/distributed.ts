@@ -34,7 +34,7 @@ import { CollectiveAbortedError, CollectiveTimeoutError, openRing, type Ring } f
 import { closeNats, natsCredentials, openNats } from '../transport/connection.ts';
 import { logger } from '../util/log.ts';
 import { deriveSeed } from '../util/rng.ts';
-import { optimizerTensors, readCheckpoint, restoreOptimizer, writeCheckpoint, type CheckpointData } from './checkpoint.ts';
+import { checkResumable, optimizerTensors, readCheckpoint, restoreOptimizer, writeCheckpoint, type CheckpointData } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
@@ -659,6 +659,7 @@ class DistributedTrainer {
       if (resume === 'latest' && /no checkpoint at/.test((err as Error).message)) return;
       throw err;
     }
+    checkResumable(ckpt, config);
     const m = ckpt.manifest;
     restoreRunWeights(this.models, this.ema, ckpt);
     const stage = STAGES.indexOf(m.stage as StageName);

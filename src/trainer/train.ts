@@ -10,7 +10,7 @@ import { listShards } from '../data/webdataset/index.ts';
 import { initBackend } from '../model/backend.ts';
 import { logger } from '../util/log.ts';
 import { deriveSeed } from '../util/rng.ts';
-import { readCheckpoint, restoreOptimizer, writeCheckpoint, assignWeights, type CheckpointData, type ManifestInput } from './checkpoint.ts';
+import { readCheckpoint, restoreOptimizer, writeCheckpoint, assignWeights, checkResumable, type CheckpointData, type ManifestInput } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
 import { buildModels, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
@@ -114,6 +114,7 @@ async function trainingShards(url: string): Promise<{ store: ObjectStore; shards
 export async function train(config: RunConfig, opts: TrainOptions = {}): Promise<TrainResult> {
   await initBackend(config.backend === 'auto' ? undefined : config.backend);
   const resumed = opts.resume ? await loadResume(config, opts.resume) : undefined;
+  if (resumed) checkResumable(resumed, config);
 
   const models = buildModels(config);
   const ema = { prior: new Ema(models.prior.params()), decoder: new Ema(models.decoder.params()) };
