@@ -75,6 +75,11 @@ export class Membership {
     return { known: true, generation: this.generation.number, rank: rank < 0 ? undefined : rank, worldSize: this.generation.ring.length };
   }
 
+  /** Counts every member as heard from at `now` (the coordinator was cut off, so its silence proves nothing). */
+  refreshHeartbeats(now: number): void {
+    for (const m of this.members.values()) m.lastHeartbeat = now;
+  }
+
   /** A trainer leaves cleanly; the next tick forms a generation without it. */
   leave(id: string): boolean {
     return this.members.delete(id);
@@ -117,7 +122,7 @@ export class Membership {
     const lostSome = ring.some((id) => !this.members.has(id));
     if (!same && !lostSome && !admitJoiners && ring.length > 0) return { dead };
     if (same || live.length < this.opts.minTrainers) {
-      if (!same && this.generation.ring.length > 0 && live.length < this.opts.minTrainers && dead.length > 0) {
+      if (!same && this.generation.ring.length > 0 && live.length < this.opts.minTrainers && lostSome) {
         // Too few left to train: the running generation is void; the next one forms when enough trainers are back.
         this.generation = { number: this.generation.number, ring: [], formedAt: now };
       }
@@ -126,6 +131,17 @@ export class Membership {
     if (this.generation.number > 0) this.changes++;
     this.generation = { number: this.generation.number + 1, ring: live, formedAt: now };
     return { dead, formed: this.generation };
+  }
+
+  /**
+   * A new generation of the same ring (after a NATS outage, whose collectives in flight are lost: the ranks meet
+   * again and re-sync from rank 0). None while no generation runs.
+   */
+  reform(now: number): Generation | undefined {
+    if (!this.ready()) return undefined;
+    this.changes++;
+    this.generation = { number: this.generation.number + 1, ring: [...this.generation.ring], formedAt: now };
+    return this.generation;
   }
 
   toJSON(): MembershipState {

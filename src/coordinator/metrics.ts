@@ -43,6 +43,10 @@ export function createMetrics(run: string, checkpointAgeSeconds: () => number | 
       },
     }),
     checkpointStep: new Gauge({ name: 'easel_checkpoint_step', help: 'step of the latest checkpoint', registers: r }),
+    resumedStep: new Gauge({ name: 'easel_coordinator_resumed_step', help: 'run step this coordinator resumed at from JetStream KV (absent when it started a fresh run)', registers: r }),
+    natsDisconnects: new Counter({ name: 'easel_coordinator_nats_disconnects_total', help: 'times the coordinator lost its NATS connection (heartbeat timeouts pause until it is back)', registers: r }),
+    natsReconnects: new Counter({ name: 'easel_coordinator_nats_reconnects_total', help: 'times the coordinator reconnected to NATS (every trainer then gets a full heartbeat timeout)', registers: r }),
+    stateWriteFailures: new Counter({ name: 'easel_coordinator_state_write_failures_total', help: 'writes of the run state to JetStream KV that failed (the request is answered unavailable and retried)', registers: r }),
     filterDropped: new Gauge({ name: 'easel_filter_dropped_samples', help: 'samples the filter dropped from this run\'s dataset, by reason (from its stats.json)', labelNames: ['reason'], registers: r }),
   };
 }

@@ -11,7 +11,7 @@ import { logger } from '../util/log.ts';
 import { formatZodError } from '../cli/args.ts';
 import type { CoordinatorConfig } from './config.ts';
 import { LeaseTable, type ShardRecord } from './leases.ts';
-import { Membership } from './membership.ts';
+import { Membership, type Generation } from './membership.ts';
 import { createMetrics, type CoordinatorMetrics } from './metrics.ts';
 import { completeStep, initialStages, type StageBudgets, type StageState } from './stages.ts';
 import { StateStore, type CheckpointRecord, type RunRecord } from './store.ts';
@@ -125,6 +125,7 @@ export class Coordinator {
     await c.restore();
     c.sub = opts.nc.subscribe(coordWildcard(opts.run));
     c.loop = c.serve(c.sub);
+    void c.watchNats();
     // The server must know the subscription before anyone is told we are up, or an early request finds no
     // responder (a 503) — a race a loaded machine makes likely.
     await opts.nc.flush();
@@ -182,10 +183,43 @@ export class Coordinator {
 
   /** Checks heartbeats and lease expiries; forms a new generation if the fleet changed. */
   tick(): Promise<void> {
-    return this.serial(async () => {
+    // One tick waits in the queue at most: ticks piled up behind a slow request (a state write timing out while
+    // NATS restarts) would otherwise all run at once, with stale ideas of who is alive.
+    this.nextTick ??= this.serial(async () => {
+      this.nextTick = undefined;
+      if (this.natsDown) return; // no heartbeat can reach us: silence is not death
       this.tickNow();
       await this.persist();
     });
+    return this.nextTick;
+  }
+
+  private nextTick: Promise<void> | undefined;
+
+  private natsDown = false;
+
+  /** Counts NATS outages; after one, every trainer gets a full heartbeat timeout from the reconnect. */
+  private async watchNats(): Promise<void> {
+    for await (const s of this.opts.nc.status()) {
+      if (s.type === 'disconnect') {
+        this.natsDown = true;
+        this.metrics.natsDisconnects.inc();
+        log.warn('lost NATS: heartbeat timeouts pause until it is back', { run: this.opts.run });
+      } else if (s.type === 'reconnect') {
+        this.natsDown = false;
+        this.metrics.natsReconnects.inc();
+        this.membership.refreshHeartbeats(this.clock()); // now, not after the requests queued during the outage
+        void this.serial(async () => {
+          const now = this.clock();
+          // Chunks of a collective in flight were lost with the old connections: rather than let every rank wait for
+          // its collective timeout, a new generation makes them abandon the step and re-sync at once.
+          const g = this.membership.reform(now);
+          if (g) this.announce(g);
+          log.info('NATS is back: every trainer gets a full heartbeat timeout', { run: this.opts.run, step: this.stages.step, generation: this.membership.generation.number });
+          await this.persist();
+        }).catch((err) => log.warn('could not save the run state after reconnecting (retried with the next request)', { error: String(err) }));
+      }
+    }
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -220,8 +254,14 @@ export class Coordinator {
       this.metrics.requests.inc({ verb, outcome: 'bad-request' });
       return { ok: false, error: `bad ${verb} request:\n${formatZodError(parsed.error)}`, reason: 'bad-request' };
     }
-    const reply = this.apply(verb, parsed.data as never);
-    await this.persist();
+    let reply = this.apply(verb, parsed.data as never);
+    try {
+      await this.persist();
+    } catch (err) {
+      // Not acknowledged, so the trainer asks again (every verb is safe to repeat); the state is written then.
+      log.warn('request not acknowledged: the run state could not be saved', { verb, error: (err as Error).message });
+      reply = { ok: false, error: (err as Error).message, reason: 'unavailable' };
+    }
     this.metrics.requests.inc({ verb, outcome: reply.ok ? 'ok' : (reply.reason ?? 'error') });
     this.metrics.requestSeconds.observe({ verb }, (performance.now() - t0) / 1000);
     return reply;
@@ -255,6 +295,10 @@ export class Coordinator {
         const expired = this.table.expire(now);
         if (expired.length) m.leasesReclaimed.inc({ cause: 'expired' }, expired.length);
         this.nextEpochIfDone();
+        // A trainer reads one shard at a time: if it asks while holding one, the reply that gave it was lost (a
+        // restart), so that shard goes back to pending at its reported offset instead of staying leased for good.
+        const stranded = this.table.release(req.trainer);
+        if (stranded.length) m.leasesReclaimed.inc({ cause: 'asked-again' }, stranded.length);
         const l = this.table.lease(req.trainer, now);
         if (!l) return { ok: true, lease: null, epoch: this.epoch, done: this.table.finished() };
         m.leasesGranted.inc();
@@ -293,16 +337,22 @@ export class Coordinator {
     if (req.generation !== gen.number || !gen.ring.includes(req.trainer)) {
       return { ok: false, error: `step report from generation ${req.generation}, but generation ${gen.number} (without ${req.trainer}?) is current`, reason: 'stale-generation' };
     }
-    const stage = this.stages.stage;
     m.allreduceBytes.inc(req.allreduceBytes);
     m.allreduceSeconds.inc(req.allreduceSeconds);
     m.dataWaitSeconds.inc(req.dataWaitSeconds);
-    if (req.seconds !== undefined) m.stepSeconds.observe({ stage }, req.seconds);
-    if (req.step === this.stages.step + 1 && this.stages.phase === 'training') {
-      // The first report of a step advances the run; the others only add their counters.
-      this.stages = completeStep(this.stages, this.opts.budgets);
-      m.stepsTotal.inc({ stage });
+    if (req.seconds !== undefined) m.stepSeconds.observe({ stage: this.stages.stage }, req.seconds);
+    if (req.step > this.stages.step && this.stages.phase === 'training') {
+      // The first report of a step advances the run; the others only add their counters. A report past the next
+      // step means the reports between were lost (a generation change refused them as stale, or NATS or the
+      // coordinator was down): every rank of the generation applied those steps, so the run advances through them.
+      let stage = this.stages.stage;
+      while (this.stages.step < req.step && this.stages.phase === 'training') {
+        stage = this.stages.stage;
+        m.stepsTotal.inc({ stage });
+        this.stages = completeStep(this.stages, this.opts.budgets);
+      }
       m.step.set(this.stages.step);
+      if (this.stages.step < req.step) return { ok: false, error: `step ${req.step} reported, but the run ends at step ${this.stages.step}`, reason: 'bad-step' };
       if (req.loss !== undefined) {
         this.loss = req.loss;
         m.loss.set({ stage }, req.loss);
@@ -310,8 +360,6 @@ export class Coordinator {
       if (req.gradNorm !== undefined) m.gradNorm.set({ stage }, req.gradNorm);
       if (req.seconds) m.samplesPerSecond.set({ stage }, (req.samples * gen.ring.length) / req.seconds);
       this.tickNow(true); // a step boundary: trainers waiting to join enter now
-    } else if (req.step > this.stages.step + 1) {
-      return { ok: false, error: `step ${req.step} reported, but the run is at step ${this.stages.step}`, reason: 'bad-step' };
     }
     return { ok: true, phase: this.stages.phase, stage: this.stages.stage, stageStep: this.stages.stageStep, step: this.stages.step };
   }
@@ -345,11 +393,13 @@ export class Coordinator {
     }
     const expired = this.table.expire(now);
     if (expired.length) m.leasesReclaimed.inc({ cause: 'expired' }, expired.length);
-    if (r.formed) {
-      if (r.formed.number > 1) m.generationChanges.inc();
-      log.info('generation formed', { generation: r.formed.number, worldSize: r.formed.ring.length });
-      this.opts.nc.publish(generationSubject(this.opts.run), JSON.stringify(r.formed));
-    }
+    if (r.formed) this.announce(r.formed);
+  }
+
+  private announce(g: Generation): void {
+    if (g.number > 1) this.metrics.generationChanges.inc();
+    log.info('generation formed', { generation: g.number, worldSize: g.ring.length });
+    this.opts.nc.publish(generationSubject(this.opts.run), JSON.stringify(g));
   }
 
   private nextEpochIfDone(): void {
@@ -386,6 +436,7 @@ export class Coordinator {
     this.checkpoint = st.run?.checkpoint;
     this.metrics.step.set(this.stages.step);
     if (this.checkpoint) this.metrics.checkpointStep.set(this.checkpoint.step);
+    if (st.run) this.metrics.resumedStep.set(this.stages.step);
     if (st.run) log.info('resumed run from JetStream KV', { run: this.opts.run, step: this.stages.step, epoch: this.epoch, shardRecords: st.shards.length });
     await this.persist();
   }
@@ -424,6 +475,7 @@ export class Coordinator {
     try {
       await Promise.all(writes);
     } catch (err) {
+      this.metrics.stateWriteFailures.inc();
       this.lastWritten = { run: '', members: '' };
       if (this.metaDirtyEpoch !== undefined) this.metaDirty = true;
       throw new Error(`could not save the run's state to JetStream KV (will retry with the next request): ${(err as Error).message}`, { cause: err });

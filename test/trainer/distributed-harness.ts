@@ -1,12 +1,13 @@
 // Shared by the distributed trainer tests: a real nats-server, the real coordinator (in this process, so the test
-// can read its status), the tiny synthetic dataset, and trainers as `easel trainer` child processes.
+// can read its status, or as an `easel coordinator` child process that a test can kill -9 and start again), the
+// tiny synthetic dataset, and trainers as `easel trainer` child processes.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { openStore } from '../../src/data/store/index.ts';
 import { listShards, readShard, statsKeyFor } from '../../src/data/webdataset/index.ts';
-import { Coordinator, type ShardInfo } from '../../src/coordinator/service.ts';
+import { Coordinator, type CoordinatorStatus, type ShardInfo } from '../../src/coordinator/service.ts';
 import { parseCoordinatorConfig } from '../../src/coordinator/config.ts';
 import { openNats, closeNats } from '../../src/transport/connection.ts';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
@@ -17,13 +18,74 @@ import type { NatsConnection } from 'nats';
 export interface Harness {
   nats: NatsServer;
   nc: NatsConnection;
+  /** The in-process coordinator (throws when it runs as a process: use status()). */
   coordinator: Coordinator;
+  /** Set when the coordinator runs as an `easel coordinator` child process. */
+  coordinatorProcess?: CoordinatorProcess;
+  /** The coordinator's /status, in either mode. */
+  status(): Promise<CoordinatorStatus>;
   configPath: string;
   dir: string;
   run: string;
   spawnTrainer(id: string): ChildProcess & { exited: Promise<number | null>; log: () => string };
   trace(id: string): Promise<Array<Record<string, any>>>;
   stop(): Promise<void>;
+}
+
+/** `easel coordinator` as a child process: kill() is a kill -9; start() runs a new one for the same run. */
+export interface CoordinatorProcess {
+  /** http://host:port of the running one. */
+  http: string;
+  /** Everything every coordinator process wrote so far. */
+  log(): string;
+  kill(): Promise<void>;
+  start(): Promise<void>;
+  /** GET <http><path> as text. */
+  get(path: string): Promise<string>;
+}
+
+function spawnCoordinator(configPath: string, natsUrl: string): CoordinatorProcess {
+  let log = '';
+  let child: ChildProcess | undefined;
+  let http = '';
+  const start = async () => {
+    const c = spawn(process.execPath, ['bin/easel.js', 'coordinator', '--config', configPath, '--nats', natsUrl, '--http-port', '0', '--http-host', '127.0.0.1'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, EASEL_LOG: 'info' },
+    });
+    child = c;
+    c.stderr!.on('data', (d) => (log += d));
+    http = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      c.stdout!.on('data', (d) => {
+        log += d;
+        out += d;
+        const m = /"http":"([^"]+)"/.exec(out);
+        if (m) resolve(m[1]);
+      });
+      c.once('exit', (code) => reject(new Error(`easel coordinator exited (code ${code}) before serving:\n${log}`)));
+    });
+  };
+  return {
+    get http() {
+      return http;
+    },
+    log: () => log,
+    start,
+    async kill() {
+      const c = child;
+      child = undefined;
+      if (!c || c.exitCode !== null || c.signalCode !== null) return;
+      const gone = new Promise((r) => c.once('exit', r));
+      c.kill('SIGKILL');
+      await gone;
+    },
+    async get(path) {
+      const res = await fetch(http + path);
+      if (!res.ok) throw new Error(`GET ${path}: HTTP ${res.status}`);
+      return res.text();
+    },
+  };
 }
 
 export async function shardInfos(dataUrl: string): Promise<ShardInfo[]> {
@@ -54,7 +116,7 @@ export async function writeDataset(dir: string, shards: number, perShard = 16): 
 
 export async function startHarness(
   dir: string,
-  opts: { steps: { clip: number; prior: number; decoder: number }; shards?: number; perShard?: number; epochs?: number; heartbeatTimeoutMs?: number; minTrainers?: number; backend?: 'cpu' | 'wasm'; batchSize?: number },
+  opts: { steps: { clip: number; prior: number; decoder: number }; shards?: number; perShard?: number; epochs?: number; heartbeatTimeoutMs?: number; minTrainers?: number; backend?: 'cpu' | 'wasm'; batchSize?: number; coordinatorAsProcess?: boolean },
 ): Promise<Harness> {
   const data = join(dir, 'data');
   await writeDataset(data, opts.shards ?? 2, opts.perShard);
@@ -62,22 +124,31 @@ export async function startHarness(
   const tiny = tinyRun(data, join(dir, 'ckpt'), opts.steps);
   const backend = opts.backend ?? 'cpu';
   const runFile = { ...tiny, name: run, backend, data: { ...tiny.data, batchSize: opts.batchSize ?? tiny.data.batchSize } };
+  const coordinatorSection = { heartbeatTimeoutMs: opts.heartbeatTimeoutMs ?? 4000, leaseMs: 60_000, minTrainers: opts.minTrainers ?? 1, epochs: opts.epochs ?? 1, tickMs: 200 };
   const configPath = join(dir, 'run.yaml');
-  await writeFile(configPath, stringify(runFile));
+  await writeFile(configPath, stringify(opts.coordinatorAsProcess ? { ...runFile, coordinator: coordinatorSection } : runFile));
   const nats = await startNats();
   const nc = await openNats({ servers: nats.url, name: 'test' });
-  const coordinator = await Coordinator.start({
-    nc,
-    run,
-    config: parseCoordinatorConfig({ heartbeatTimeoutMs: opts.heartbeatTimeoutMs ?? 4000, leaseMs: 60_000, minTrainers: opts.minTrainers ?? 1, epochs: opts.epochs ?? 1, tickMs: 200 }),
-    budgets: opts.steps,
-    shards: await shardInfos(data),
-  });
+  let coordinator: Coordinator | undefined;
+  let coordinatorProcess: CoordinatorProcess | undefined;
+  if (opts.coordinatorAsProcess) {
+    coordinatorProcess = spawnCoordinator(configPath, nats.url);
+    await coordinatorProcess.start();
+  } else {
+    coordinator = await Coordinator.start({ nc, run, config: parseCoordinatorConfig(coordinatorSection), budgets: opts.steps, shards: await shardInfos(data) });
+  }
   const children: ChildProcess[] = [];
   return {
     nats,
     nc,
-    coordinator,
+    get coordinator(): Coordinator {
+      if (!coordinator) throw new Error('the coordinator runs as a process: use status() or coordinatorProcess');
+      return coordinator;
+    },
+    coordinatorProcess,
+    async status() {
+      return coordinator ? coordinator.status() : (JSON.parse(await coordinatorProcess!.get('/status')) as CoordinatorStatus);
+    },
     configPath,
     dir,
     run,
@@ -97,7 +168,8 @@ export async function startHarness(
     },
     async stop() {
       for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-      await coordinator.stop();
+      await coordinator?.stop();
+      await coordinatorProcess?.kill();
       await closeNats(nc);
       await nats.stop();
     },

@@ -1,0 +1,117 @@
+// The coordinator's answers to lost messages and outages, one rule each (the end-to-end runs through a coordinator
+// kill -9 and a nats-server restart are in test/trainer/distributed-coordinator-kill.test.ts and
+// distributed-nats-restart.test.ts).
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect, type NatsConnection } from 'nats';
+import { startNats, type NatsServer } from '../helpers/nats.ts';
+import { Coordinator, type CoordinatorOptions } from '../../src/coordinator/service.ts';
+import { CoordinatorConfig } from '../../src/coordinator/config.ts';
+import { Membership } from '../../src/coordinator/membership.ts';
+
+let nats: NatsServer;
+let nc: NatsConnection;
+before(async () => {
+  nats = await startNats();
+  nc = await connect({ servers: nats.url });
+});
+after(async () => {
+  await nc.drain();
+  await nats.stop();
+});
+
+function options(run: string, minTrainers = 1): CoordinatorOptions {
+  const t = 1_000_000;
+  return {
+    nc,
+    run,
+    config: CoordinatorConfig.parse({ heartbeatTimeoutMs: 1000, leaseMs: 5000, minTrainers, maxTrainers: 4, httpPort: 0 }),
+    budgets: { clip: 3, prior: 2, decoder: 0 },
+    shards: Array.from({ length: 4 }, (_, i) => ({ key: `${String(i).padStart(5, '0')}.tar`, samples: 8 })),
+    clock: () => t,
+    ticking: false,
+  };
+}
+
+async function ok(c: Coordinator, verb: Parameters<Coordinator['request']>[0], body: Record<string, unknown>): Promise<Record<string, any>> {
+  const r = await c.request(verb, body);
+  assert.ok(r.ok, `${verb} refused: ${JSON.stringify(r)}`);
+  return r;
+}
+
+test('a trainer asking for a lease again (the reply was lost) strands no shard: the one it held goes back to pending', async () => {
+  const c = await Coordinator.start(options('faults-lease'));
+  try {
+    await ok(c, 'register', { trainer: 'a' });
+    const first = (await ok(c, 'lease', { trainer: 'a' })).lease;
+    await ok(c, 'progress', { trainer: 'a', shard: first.shard, offset: 3 });
+    const second = (await ok(c, 'lease', { trainer: 'a' })).lease;
+    assert.notEqual(second.shard, first.shard);
+    assert.deepEqual(c.status().shards, { done: 0, leased: 1, pending: 3 });
+    assert.equal(c.status().samples_seen, 3, 'the consumed samples stay counted');
+    const refused = await c.request('progress', { trainer: 'a', shard: first.shard, offset: 5 });
+    assert.equal(refused.ok === false && refused.reason, 'not-leased');
+    // Whoever leases the first shard again starts at its reported offset.
+    await ok(c, 'register', { trainer: 'b' });
+    const leases = [(await ok(c, 'lease', { trainer: 'b' })).lease];
+    await ok(c, 'register', { trainer: 'c' });
+    leases.push((await ok(c, 'lease', { trainer: 'c' })).lease);
+    await ok(c, 'register', { trainer: 'd' });
+    leases.push((await ok(c, 'lease', { trainer: 'd' })).lease);
+    assert.equal(leases.find((l) => l.shard === first.shard)?.fromSample, 3);
+  } finally {
+    await c.stop();
+  }
+});
+
+test('a step report past the next step advances the run through the reports that were lost', async () => {
+  const c = await Coordinator.start(options('faults-step'));
+  try {
+    const w = await ok(c, 'register', { trainer: 'a' });
+    await ok(c, 'step', { trainer: 'a', generation: w.generation, step: 1, loss: 2 });
+    // Steps 2 and 3 were applied by the trainers but their reports never arrived.
+    const r = await ok(c, 'step', { trainer: 'a', generation: w.generation, step: 4, loss: 1.5 });
+    assert.deepEqual({ stage: r.stage, stageStep: r.stageStep, step: r.step }, { stage: 'prior', stageStep: 1, step: 4 });
+    assert.equal(c.status().loss, 1.5);
+    // A late duplicate changes nothing; a report beyond the end of the run is refused.
+    await ok(c, 'step', { trainer: 'a', generation: w.generation, step: 2 });
+    assert.equal(c.status().step, 4);
+    const beyond = await c.request('step', { trainer: 'a', generation: w.generation, step: 9 });
+    assert.equal(beyond.ok === false && beyond.reason, 'bad-step');
+    assert.equal(c.status().phase, 'done');
+  } finally {
+    await c.stop();
+  }
+});
+
+test('a departure that leaves fewer than minTrainers voids the generation, so registering again forms a new one', () => {
+  const m = new Membership({ heartbeatTimeoutMs: 1000, minTrainers: 2, maxTrainers: 4 });
+  m.register('a', 0);
+  m.register('b', 0);
+  assert.equal(m.tick(0).formed?.number, 1);
+  m.leave('a');
+  m.tick(10, { admitJoiners: false });
+  assert.deepEqual(m.generation.ring, [], 'one trainer cannot train a run of minTrainers 2');
+  m.register('a', 20);
+  const g = m.tick(20, { admitJoiners: false }).formed;
+  assert.deepEqual(g && { number: g.number, ring: g.ring }, { number: 2, ring: ['b', 'a'] });
+});
+
+test('reform starts a new generation of the same ring, and none while no generation runs', () => {
+  const m = new Membership({ heartbeatTimeoutMs: 1000, minTrainers: 2, maxTrainers: 4 });
+  m.register('a', 0);
+  assert.equal(m.reform(0), undefined);
+  m.register('b', 0);
+  m.tick(0);
+  assert.deepEqual(m.reform(5), { number: 2, ring: ['a', 'b'], formedAt: 5 });
+  assert.equal(m.changes, 1);
+});
+
+test('after a NATS outage longer than the heartbeat timeout, heartbeats count from the reconnect', () => {
+  const m = new Membership({ heartbeatTimeoutMs: 1000, minTrainers: 1, maxTrainers: 4 });
+  m.register('a', 0);
+  m.tick(0);
+  m.refreshHeartbeats(5000);
+  assert.deepEqual(m.tick(5500).dead, []);
+  assert.deepEqual(m.tick(6001).dead, ['a']);
+});
