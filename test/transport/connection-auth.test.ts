@@ -1,12 +1,12 @@
-// NATS credentials: real nats-servers started with a user/password and with a token; credentials from the
-// environment or the URL's userinfo; a refused login names the server and 'authorization' at once, and no secret
+// NATS credentials: real nats-servers started with a user/password, with a token, and in operator (JWT) mode for
+// .creds files; credentials from the environment or the URL's userinfo; a refused login names the server and 'authorization' at once, and no secret
 // reaches a log line or an error message.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { NatsConnection } from 'nats';
+import { nkeys, type NatsConnection } from 'nats';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
 import { NatsAuthError, closeNats, natsCredentials, openNats } from '../../src/transport/connection.ts';
 import { Coordinator } from '../../src/coordinator/service.ts';
@@ -168,5 +168,59 @@ test('a coordinator and an `easel trainer` process train over a NATS that wants 
   } finally {
     await closeNats(nc);
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// Operator mode, as `nsc` sets it up: an operator signs an account, the account signs a user; the server trusts the
+// operator and has the account preloaded. The JWTs are minted here with nats.js's nkeys (ed25519).
+type KeyPair = ReturnType<typeof nkeys.createUser>;
+const b64url = (b: Uint8Array | string) => Buffer.from(b).toString('base64url');
+function mintJwt(issuer: KeyPair, subject: KeyPair, nats: Record<string, unknown>): string {
+  const header = b64url(JSON.stringify({ typ: 'JWT', alg: 'ed25519-nkey' }));
+  const claims = { jti: b64url(crypto.getRandomValues(new Uint8Array(16))), iat: Math.floor(Date.now() / 1000), iss: issuer.getPublicKey(), sub: subject.getPublicKey(), name: 'easel-test', nats: { version: 2, ...nats } };
+  const payload = b64url(JSON.stringify(claims));
+  return `${header}.${payload}.${b64url(issuer.sign(new TextEncoder().encode(`${header}.${payload}`)))}`;
+}
+function credsFile(account: KeyPair): { text: string; seed: string } {
+  const user = nkeys.createUser();
+  const seed = new TextDecoder().decode(user.getSeed());
+  const jwt = mintJwt(account, user, { type: 'user', pub: {}, sub: {}, subs: -1, data: -1, payload: -1 });
+  return { seed, text: `-----BEGIN NATS USER JWT-----\n${jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n${seed}\n------END USER NKEY SEED------\n` };
+}
+
+test('NATS_CREDS (.creds file) logs in to a server in operator mode; a user of an unknown account is refused by name', async () => {
+  const operator = nkeys.createOperator();
+  const account = nkeys.createAccount();
+  const limits = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 };
+  const server = await startNats({
+    jetstream: false,
+    extraConfig: [
+      `operator: ${mintJwt(operator, operator, { type: 'operator' })}`,
+      'resolver: MEMORY',
+      `resolver_preload: { ${account.getPublicKey()}: ${mintJwt(operator, account, { type: 'account', limits })} }`,
+    ].join('\n'),
+  });
+  const dir = await mkdtemp(join(tmpdir(), 'easel-creds-'));
+  try {
+    const good = credsFile(account);
+    await writeFile(join(dir, 'good.creds'), good.text);
+    const { value: nc, err } = await capturingStderr(() => openNats({ servers: server.url }, { NATS_CREDS: join(dir, 'good.creds') }));
+    try {
+      await roundTrip(nc);
+    } finally {
+      await closeNats(nc);
+    }
+    assert.match(err, /auth=NATS_CREDS/);
+    assert.ok(!err.includes(good.seed), err);
+
+    const stranger = credsFile(nkeys.createAccount());
+    await writeFile(join(dir, 'stranger.creds'), stranger.text);
+    await assert.rejects(
+      openNats({ servers: server.url }, { NATS_CREDS: join(dir, 'stranger.creds') }),
+      (e: Error) => e instanceof NatsAuthError && e.message.startsWith(`NATS at ${server.url} refused authorization with the credentials from NATS_CREDS (${join(dir, 'stranger.creds')})`) && !e.message.includes(stranger.seed),
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+    await server.stop();
   }
 });
