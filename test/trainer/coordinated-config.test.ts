@@ -2,12 +2,12 @@
 // `config` verb when the trainer has no --config, compared by hash when it has one.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { NatsConnection } from 'nats';
+import { runEasel } from '../helpers/easel.ts';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
 import { Coordinator, type CoordinatorOptions } from '../../src/coordinator/service.ts';
 import { CoordinatorConfig } from '../../src/coordinator/config.ts';
@@ -108,25 +108,17 @@ test('a coordinator holding no run config: a trainer with a file uses it, one wi
   }
 });
 
-function easel(args: string[]): Promise<{ code: number | null; log: string }> {
-  const child = spawn(process.execPath, ['bin/easel.js', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_BACKEND: 'cpu' } });
-  let log = '';
-  child.stdout!.on('data', (d) => (log += d));
-  child.stderr!.on('data', (d) => (log += d));
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, log })));
-}
-
 test('easel trainer --nats --run, without --config, runs the coordinator’s run; a different --config exits 2 naming the field', { timeout: 60_000 }, async () => {
   // Every stage budget 0: the run is done at once, so the trainer fetches the config, builds the models, registers and ends.
   const config = parseRunConfig(runFile('cli', { clip: 0, prior: 0, decoder: 0 }));
   const c = await start('cli', config, { budgets: { clip: 0, prior: 0, decoder: 0 } });
   try {
-    const ok = await easel(['trainer', '--nats', nats.url, '--run', 'cli', '--id', 'w0']);
+    const ok = await runEasel(['trainer', '--nats', nats.url, '--run', 'cli', '--id', 'w0'], { EASEL_BACKEND: 'cpu' });
     assert.equal(ok.code, 0, ok.log);
     assert.match(ok.log, /trainer run-done at step 0/);
     const other = join(dir, 'other.yaml');
     await writeFile(other, stringify({ ...runFile('cli', { clip: 0, prior: 0, decoder: 0 }), seed: 99 }));
-    const bad = await easel(['trainer', '--nats', nats.url, '--run', 'cli', '--config', other, '--id', 'w1']);
+    const bad = await runEasel(['trainer', '--nats', nats.url, '--run', 'cli', '--config', other, '--id', 'w1'], { EASEL_BACKEND: 'cpu' });
     assert.equal(bad.code, 2, bad.log);
     assert.match(bad.log, /seed: --config .*other\.yaml has 99, the coordinator has 11/);
   } finally {

@@ -2,7 +2,6 @@
 // refused naming the field; budgets, learning rates, logging and checkpoint cadence may change (with a warning).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { UsageError } from '../../src/cli/args.ts';
 import { Coordinator } from '../../src/coordinator/service.ts';
@@ -12,6 +11,7 @@ import { checkResumable, readCheckpoint, resumeCompatibility } from '../../src/t
 import { parseRunConfig } from '../../src/trainer/config.ts';
 import { train } from '../../src/trainer/train.ts';
 import { closeNats, openNats } from '../../src/transport/connection.ts';
+import { runEasel } from '../helpers/easel.ts';
 import { startNats } from '../helpers/nats.ts';
 import { tinyRun, withTempDir, writeTinyDataset } from './fixtures.ts';
 
@@ -92,11 +92,7 @@ test('easel trainer --resume refuses a checkpoint of another architecture (exit 
       ticking: false,
     });
     try {
-      const child = spawn(process.execPath, ['bin/easel.js', 'trainer', '--nats', nats.url, '--run', 'compat', '--resume', ckpt], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_BACKEND: 'cpu' } });
-      let log = '';
-      child.stdout!.on('data', (d) => (log += d));
-      child.stderr!.on('data', (d) => (log += d));
-      const code = await new Promise<number | null>((r) => child.once('exit', (x) => r(x)));
+      const { code, log } = await runEasel(['trainer', '--nats', nats.url, '--run', 'compat', '--resume', ckpt], { EASEL_BACKEND: 'cpu' });
       assert.equal(code, 2, log);
       assert.match(log, /stages\.prior\.model\.width: checkpoint has 16, run file has 32/);
     } finally {

@@ -7,6 +7,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nkeys, type NatsConnection } from 'nats';
+import { runEasel } from '../helpers/easel.ts';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
 import { NatsAuthError, closeNats, natsCredentials, openNats } from '../../src/transport/connection.ts';
 import { Coordinator } from '../../src/coordinator/service.ts';
@@ -14,7 +15,6 @@ import { CoordinatorConfig } from '../../src/coordinator/config.ts';
 import { parseRunConfig } from '../../src/trainer/config.ts';
 import { shardInfos, writeDataset } from '../trainer/distributed-harness.ts';
 import { tinyRun } from '../trainer/fixtures.ts';
-import { spawn } from 'node:child_process';
 
 const PASSWORD = 'pa55-w0rd-secret';
 const TOKEN = 'tok-3n-secret';
@@ -148,14 +148,11 @@ test('a coordinator and an `easel trainer` process train over a NATS that wants 
       shards: await shardInfos(join(dir, 'data')),
     });
     try {
-      const child = spawn(process.execPath, ['bin/easel.js', 'trainer', '--nats', userServer.url, '--run', 'authrun', '--id', 'w0', '--resume', 'none', '--heartbeat-ms', '200'], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, ...env, EASEL_BACKEND: 'cpu', EASEL_LOG: 'debug' },
+      const { code, log } = await runEasel(['trainer', '--nats', userServer.url, '--run', 'authrun', '--id', 'w0', '--resume', 'none', '--heartbeat-ms', '200'], {
+        ...env,
+        EASEL_BACKEND: 'cpu',
+        EASEL_LOG: 'debug',
       });
-      let log = '';
-      child.stdout!.on('data', (d) => (log += d));
-      child.stderr!.on('data', (d) => (log += d));
-      const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
       assert.equal(code, 0, log);
       assert.equal(c.status().step, 3);
       assert.equal(c.status().phase, 'done');
