@@ -19,6 +19,14 @@
 // rows or none), then differentiates the global-batch loss through its own rows only (clipGlobalLoss in models.ts,
 // the gradient scaling in losses.ts). The gather and the all-reduce of a step share its step number and are told
 // apart by their order (the ring's sequence number); a gather that times out abandons the step like the reduce.
+//
+// Not bit-reproducible (unlike `easel train`): which rank reads which shard is decided by whose `lease` request
+// reaches the coordinator first, and that fixes the rows' order in CLIP's global batch and the ring's float32
+// summation order; at an epoch's end a rank whose request beats its peer's `complete` finds no shard and steps
+// with an empty batch. A resumed run re-leases the shards that the stopped ranks gave back, in the order they
+// left. Making it reproducible needs shards assigned by rank (not by request order) within a generation, the
+// epoch turnover decided at step boundaries, and the rank → (shard, offset) map of the checkpointed step restored
+// on resume (see the report of issue 4).
 import { appendFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
