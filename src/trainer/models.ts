@@ -118,11 +118,10 @@ export async function clipGlobalLoss(clip: Clip, batch: StageBatch | undefined, 
   }
   const all = await gather(own);
   const world = all.length / slot;
+  if (!Number.isInteger(world)) throw new Error(`gathered ${all.length} floats of CLIP embeddings, not a multiple of ${slot} (${maxRows} rows of ${d} per rank)`);
   const rows = Array.from({ length: world }, (_, r) => all[r * slot]);
   const bad = rows.findIndex((x) => !Number.isInteger(x) || x < 0 || x > maxRows);
-  if (!Number.isInteger(world) || bad >= 0) {
-    throw new Error(`gathered CLIP embeddings do not parse as ${maxRows} rows of ${d} per rank (rank ${bad} sent ${rows[bad]} rows): do the ranks run the same config?`);
-  }
+  if (bad >= 0) throw new Error(`rank ${bad} sent ${rows[bad]} rows of CLIP embeddings, at most ${maxRows} fit: do the ranks run the same config?`);
   if (!batch || n === 0) return { rows, loss: undefined };
   // The other ranks' rows as plain numbers, split around this rank's place.
   const offset = rows.slice(0, rank).reduce((a, b) => a + b, 0);
