@@ -1,10 +1,11 @@
 // `easel coordinator --config run.yaml --nats <url>`: owns one run until it is stopped (SIGINT/SIGTERM). Its
 // state lives in NATS JetStream KV, so a coordinator started again with the same run file resumes the run.
 import { UsageError, parseFlags } from './args.ts';
-import { loadRunConfig } from '../trainer/config.ts';
+import { loadRunConfig, resumeCompatibility, showDifference, type RunConfig } from '../trainer/config.ts';
 import { parseCoordinatorConfig } from '../coordinator/config.ts';
 import { discoverShards } from '../coordinator/dataset.ts';
 import { Coordinator, startHttpServer } from '../coordinator/service.ts';
+import { StateStore } from '../coordinator/store.ts';
 import { openStore } from '../data/store/index.ts';
 import { closeNats, openNats } from '../transport/connection.ts';
 import { logger } from '../util/log.ts';
@@ -24,6 +25,24 @@ The run file's \`coordinator\` section sets heartbeat/lease timeouts, min/max tr
   --http-host   overrides coordinator.httpHost
 `;
 
+/**
+ * A run started before keeps the run file it was started with in its JetStream state: a restart with another model
+ * architecture is refused (the run's checkpoints and trainers hold the old one), other changes are logged; then
+ * the new file is stored.
+ */
+async function adoptRunConfig(state: StateStore, config: RunConfig, file: string): Promise<void> {
+  const saved = await state.runConfig();
+  if (saved !== undefined) {
+    const r = resumeCompatibility(saved, config);
+    const show = showDifference('the run', file);
+    if (r.incompatible.length) {
+      throw new UsageError(`run ${config.name} was started with another model architecture than ${file} has:\n${r.incompatible.map(show).join('\n')}\n(keep the run's model settings, or give the run a new name)`);
+    }
+    if (r.changed.length) log.warn(`run ${config.name} continues with ${r.changed.length} changed setting(s); restart its trainers so they use them: ${r.changed.map(show).join('; ')}`);
+  }
+  await state.putRunConfig(config);
+}
+
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(argv, { config: { type: 'string' }, nats: { type: 'string' }, 'http-port': { type: 'string' }, 'http-host': { type: 'string' } }, HELP);
   if (!parsed) return 0;
@@ -38,6 +57,12 @@ export async function run(argv: string[]): Promise<number> {
   const store = await openStore(runConfig.data.train);
   const dataset = await discoverShards(store).finally(() => store.close());
   const nc = await openNats({ servers: v.nats ?? 'nats://127.0.0.1:4222', name: `coordinator-${runConfig.name}` });
+  try {
+    await adoptRunConfig(await StateStore.open(nc, runConfig.name), runConfig, v.config);
+  } catch (err) {
+    await closeNats(nc);
+    throw err;
+  }
   const budgets = { clip: runConfig.stages.clip.steps, prior: runConfig.stages.prior.steps, decoder: runConfig.stages.decoder.steps };
   const c = await Coordinator.start({ nc, run: runConfig.name, config, runConfig, budgets, shards: dataset.shards, filterDropped: dataset.dropped });
   const http = await startHttpServer(c, { port: config.httpPort, host: config.httpHost });

@@ -5,6 +5,7 @@
 //   members               MembershipState: registered trainers, the current generation
 //   shards.meta           { epoch, count, expectedSamples }: which lease table the shard records belong to
 //   shards.<epoch>.<i>    ShardRecord of shard i, once it left its initial pending state this epoch
+//   config                the validated run file the coordinator was last started with (a restart compares)
 //
 // Per-shard keys (not one snapshot) keep every write small: a lease, progress or completion rewrites one key.
 import type { KV, NatsConnection } from 'nats';
@@ -67,6 +68,15 @@ export class StateStore {
     const meta = await this.getJson<ShardsMeta>('shards.meta');
     const shards = meta ? await this.loadShards(meta.epoch) : [];
     return { run, members, meta, shards };
+  }
+
+  /** The run file the run was last started with, if any (retrying while JetStream is still starting up). */
+  runConfig(retryMs = 15_000): Promise<unknown> {
+    return whileStarting(() => this.getJson<unknown>('config'), retryMs);
+  }
+
+  putRunConfig(config: unknown): Promise<unknown> {
+    return this.putJson('config', config);
   }
 
   putRun(r: RunRecord): Promise<unknown> {

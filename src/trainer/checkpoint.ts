@@ -12,7 +12,7 @@ import { openStore, type ObjectStore } from '../data/store/index.ts';
 import { decodeSafetensors, encodeSafetensors, type SafeTensor } from './safetensors.ts';
 import { logger } from '../util/log.ts';
 import { UsageError } from '../cli/args.ts';
-import { configDifferences, RunConfig, showValue, type ConfigDifference } from './config.ts';
+import { resumeCompatibility, showDifference, type RunConfig, type ResumeCompatibility } from './config.ts';
 
 const log = logger('checkpoint');
 
@@ -231,33 +231,13 @@ export async function readCheckpoint(url: string): Promise<CheckpointData> {
   }
 }
 
-/** How a run file differs from the config a checkpoint was written with. */
-export interface ResumeCompatibility {
-  /** Model architecture fields: the checkpoint's tensors cannot be loaded into this model. */
-  incompatible: ConfigDifference[];
-  /** Everything else (step budgets, learning rates, logging, checkpoint cadence, coordinator…): allowed. */
-  changed: ConfigDifference[];
-}
-
-/** Fields whose change makes a checkpoint's weights unusable: every model's architecture, and the image size. */
-function isArchitecture(path: string): boolean {
-  return /^stages\.[a-z]+\.model\./.test(path) || path === 'data.imageSize';
-}
-
-/** Compares a checkpoint's manifest config (`a`, filled with today's defaults where it lacks a field) with a run config (`b`). */
-export function resumeCompatibility(checkpointConfig: unknown, config: RunConfig): ResumeCompatibility {
-  const parsed = RunConfig.safeParse(checkpointConfig);
-  const diffs = configDifferences(parsed.success ? parsed.data : checkpointConfig, config);
-  return { incompatible: diffs.filter((d) => isArchitecture(d.path)), changed: diffs.filter((d) => !isArchitecture(d.path)) };
-}
-
 /**
  * Refuses (UsageError naming every field) to resume `ckpt` under a run config with another model architecture;
  * logs a warning listing the other fields that changed. Both `easel train --resume` and `easel trainer` call it.
  */
 export function checkResumable(ckpt: { url: string; manifest: Pick<Manifest, 'config'> }, config: RunConfig): ResumeCompatibility {
   const r = resumeCompatibility(ckpt.manifest.config, config);
-  const show = (d: ConfigDifference) => `${d.path}: checkpoint has ${showValue(d.a)}, run file has ${showValue(d.b)}`;
+  const show = showDifference('checkpoint', 'run file');
   if (r.incompatible.length) {
     throw new UsageError(`cannot resume from ${ckpt.url}: the run file changes the model architecture:\n${r.incompatible.map(show).join('\n')}\n(resume with the checkpoint's model settings, or start fresh)`);
   }

@@ -182,3 +182,28 @@ export function configHash(config: unknown): string {
 export function showValue(v: unknown): string {
   return v === undefined ? '(absent)' : typeof v === 'string' ? v : JSON.stringify(v);
 }
+
+/** Formats differences as `path: <aName> has x, <bName> has y`. */
+export function showDifference(aName: string, bName: string): (d: ConfigDifference) => string {
+  return (d) => `${d.path}: ${aName} has ${showValue(d.a)}, ${bName} has ${showValue(d.b)}`;
+}
+
+/** How a run config differs from the one a run was started (or a checkpoint written) with. */
+export interface ResumeCompatibility {
+  /** Model architecture fields: the saved weights cannot be loaded into this model. */
+  incompatible: ConfigDifference[];
+  /** Everything else (step budgets, learning rates, logging, checkpoint cadence, coordinator…): allowed. */
+  changed: ConfigDifference[];
+}
+
+/** Fields whose change makes saved weights unusable: every model's architecture, and the image size. */
+function isArchitecture(path: string): boolean {
+  return /^stages\.[a-z]+\.model\./.test(path) || path === 'data.imageSize';
+}
+
+/** Compares the config a run was saved with (`saved`, filled with today's defaults where it lacks a field) with `config`. */
+export function resumeCompatibility(saved: unknown, config: RunConfig): ResumeCompatibility {
+  const parsed = RunConfig.safeParse(saved);
+  const diffs = configDifferences(parsed.success ? parsed.data : saved, config);
+  return { incompatible: diffs.filter((d) => isArchitecture(d.path)), changed: diffs.filter((d) => !isArchitecture(d.path)) };
+}

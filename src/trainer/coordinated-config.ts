@@ -6,7 +6,7 @@ import type { NatsConnection } from 'nats';
 import { UsageError } from '../cli/args.ts';
 import { CoordinatorClient, CoordinatorRefusal } from '../coordinator/client.ts';
 import { logger } from '../util/log.ts';
-import { configDifferences, configHash, parseRunConfig, showValue, type RunConfig } from './config.ts';
+import { configDifferences, configHash, parseRunConfig, showDifference, type RunConfig } from './config.ts';
 
 const log = logger('trainer');
 
@@ -44,7 +44,7 @@ export function checkSameRunConfig(coordinator: RunConfig, local: RunConfig, loc
   if (configHash(coordinator) === configHash(local)) return;
   const diffs = configDifferences(local, coordinator);
   const first = diffs[0];
-  const what = first ? `${first.path}: ${localName} has ${showValue(first.a)}, the coordinator has ${showValue(first.b)}` : `hash ${configHash(local)} ≠ ${configHash(coordinator)}`;
+  const what = first ? showDifference(localName, 'the coordinator')(first) : `hash ${configHash(local)} ≠ ${configHash(coordinator)}`;
   const more = diffs.length > 1 ? ` (and ${diffs.length - 1} more field${diffs.length > 2 ? 's' : ''}: ${diffs.slice(1, 6).map((d) => d.path).join(', ')}${diffs.length > 6 ? ', …' : ''})` : '';
   throw new UsageError(`${localName} differs from the run config the coordinator was started with: ${what}${more}. Give the trainer the coordinator's run file, or leave out --config to use the coordinator's.`);
 }

@@ -38,8 +38,8 @@ after(async () => {
 });
 
 /** Starts `easel coordinator` as a process; resolves with its HTTP URL (the one JSON line it prints). */
-async function startCoordinator(log: string): Promise<{ proc: Watched; url: string }> {
-  const proc = await spawnWatched(process.execPath, ['bin/easel.js', 'coordinator', '--config', join(dir, 'run.yaml'), '--nats', nats.url], log);
+async function startCoordinator(log: string, config = join(dir, 'run.yaml')): Promise<{ proc: Watched; url: string }> {
+  const proc = await spawnWatched(process.execPath, ['bin/easel.js', 'coordinator', '--config', config, '--nats', nats.url], log);
   for (let i = 0; i < 600; i++) {
     const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
     const line = text.split('\n').reverse().find((l) => l.startsWith('{"run"'));
@@ -108,4 +108,27 @@ test('easel coordinator names a bad field of the run file and exits 2', async ()
   const code = await new Promise<number | null>((r) => proc.child.once('exit', (c) => r(c)));
   assert.equal(code, 2);
   assert.match(readFileSync(log, 'utf8'), /coordinator\.leaseMs/);
+});
+
+test('easel coordinator restarted with another model architecture is refused naming the field; other changes are logged', async () => {
+  const file = (extra: string) => ['name: cli-arch', `data: { train: ${JSON.stringify(join(dir, 'data'))} }`, 'coordinator: { httpPort: 0, httpHost: 127.0.0.1 }', extra, ''].join('\n');
+  const path = join(dir, 'arch.yaml');
+  await writeFile(path, file('stages: { clip: { steps: 2 }, decoder: { model: { channels: 16 } } }'));
+  const log = join(dir, 'arch.log');
+  const first = await startCoordinator(log, path);
+  await first.proc.stop();
+
+  await writeFile(path, file('stages: { clip: { steps: 2 }, decoder: { model: { channels: 32 } } }'));
+  const refused = await spawnWatched(process.execPath, ['bin/easel.js', 'coordinator', '--config', path, '--nats', nats.url], join(dir, 'arch-refused.log'));
+  const code = await new Promise<number | null>((r) => refused.child.once('exit', (c) => r(c)));
+  assert.equal(code, 2);
+  assert.match(readFileSync(join(dir, 'arch-refused.log'), 'utf8'), /run cli-arch was started with another model architecture .*\nstages\.decoder\.model\.channels: the run has 16, .*arch\.yaml has 32/);
+
+  await writeFile(path, file('stages: { clip: { steps: 5 }, decoder: { model: { channels: 16 } } }'));
+  const longer = await startCoordinator(log, path);
+  try {
+    assert.match(readFileSync(log, 'utf8'), /run cli-arch continues with 1 changed setting\(s\).*stages\.clip\.steps: the run has 2, .*arch\.yaml has 5/);
+  } finally {
+    await longer.proc.stop();
+  }
 });
