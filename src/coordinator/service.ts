@@ -238,22 +238,24 @@ export class Coordinator {
         msg.respond(JSON.stringify({ ok: false, error: 'request body is not JSON', reason: 'bad-request' }));
         continue;
       }
-      const reply = await this.request(verb, body).catch((err: unknown): Reply => {
-        log.error('request failed', { verb, error: String(err) });
-        return { ok: false, error: `coordinator error: ${(err as Error).message}` };
-      });
+      // Heartbeats skip the queue: a trainer is alive when its heartbeat arrives, not when the queue, stalled behind
+      // a state write that waits for JetStream (a restarting server), reaches it. They save nothing themselves; the
+      // lease expiries they extend go out with the next write.
+      const reply =
+        verb === 'heartbeat'
+          ? this.answer(verb, body)
+          : await this.request(verb, body).catch((err: unknown): Reply => {
+              log.error('request failed', { verb, error: String(err) });
+              return { ok: false, error: `coordinator error: ${(err as Error).message}` };
+            });
       msg.respond(JSON.stringify(reply));
     }
   }
 
   private async handle(verb: Verb, raw: unknown): Promise<Reply> {
     const t0 = performance.now();
-    if (!(VERBS as readonly string[]).includes(verb)) return { ok: false, error: `unknown verb '${verb}'`, reason: 'bad-request' };
-    const parsed = REQUESTS[verb].safeParse(raw);
-    if (!parsed.success) {
-      this.metrics.requests.inc({ verb, outcome: 'bad-request' });
-      return { ok: false, error: `bad ${verb} request:\n${formatZodError(parsed.error)}`, reason: 'bad-request' };
-    }
+    const parsed = this.parse(verb, raw);
+    if (!parsed.ok) return parsed.reply;
     let reply = this.apply(verb, parsed.data as never);
     try {
       await this.persist();
@@ -265,6 +267,25 @@ export class Coordinator {
     this.metrics.requests.inc({ verb, outcome: reply.ok ? 'ok' : (reply.reason ?? 'error') });
     this.metrics.requestSeconds.observe({ verb }, (performance.now() - t0) / 1000);
     return reply;
+  }
+
+  /** Answers at once, without writing state (heartbeats). */
+  private answer(verb: Verb, raw: unknown): Reply {
+    const t0 = performance.now();
+    const parsed = this.parse(verb, raw);
+    if (!parsed.ok) return parsed.reply;
+    const reply = this.apply(verb, parsed.data as never);
+    this.metrics.requests.inc({ verb, outcome: reply.ok ? 'ok' : (reply.reason ?? 'error') });
+    this.metrics.requestSeconds.observe({ verb }, (performance.now() - t0) / 1000);
+    return reply;
+  }
+
+  private parse(verb: Verb, raw: unknown): { ok: true; data: unknown } | { ok: false; reply: Reply } {
+    if (!(VERBS as readonly string[]).includes(verb)) return { ok: false, reply: { ok: false, error: `unknown verb '${verb}'`, reason: 'bad-request' } };
+    const parsed = REQUESTS[verb].safeParse(raw);
+    if (parsed.success) return { ok: true, data: parsed.data };
+    this.metrics.requests.inc({ verb, outcome: 'bad-request' });
+    return { ok: false, reply: { ok: false, error: `bad ${verb} request:\n${formatZodError(parsed.error)}`, reason: 'bad-request' } };
   }
 
   private apply(verb: Verb, req: Record<string, never>): Reply {

@@ -32,6 +32,8 @@ test('a coordinator killed with -9 mid-run is replaced by a new one that resumes
       const resumed = await h.status();
       assert.ok(resumed.step >= before.step, `the new coordinator starts at step ${resumed.step}, the old one was at ${before.step}`);
       assert.equal(resumed.shards.done + resumed.shards.leased + resumed.shards.pending, 4);
+      assert.equal(resumed.checkpoint?.key, before.checkpoint?.key, 'the latest checkpoint is part of the restored state');
+      assert.deepEqual(resumed.members, before.members, 'the same generation goes on');
 
       const codes = await Promise.all([a.exited, b.exited]);
       assert.deepEqual(codes, [0, 0], `trainers failed:\n${logs()}`);
@@ -48,6 +50,7 @@ test('a coordinator killed with -9 mid-run is replaced by a new one that resumes
       assert.deepEqual(ta.map((r) => r.weights), tb.map((r) => r.weights), 'both ranks hold the same weights after every step');
       // The new coordinator's stage machine followed the trainers through the outage.
       assert.equal(s.step, ta.at(-1)!.globalStep, `coordinator step ${s.step}, trainers applied ${ta.at(-1)!.globalStep}:\n${traces}`);
+      assert.equal(s.checkpoint?.step, s.step, 'rank 0 told the new coordinator about its final checkpoint');
       assert.match(cp.log(), /resumed run from JetStream KV/);
       const metrics = await cp.get('/metrics');
       const resumedAt = /^easel_coordinator_resumed_step\{[^}]*\} (\d+)$/m.exec(metrics)?.[1];

@@ -35,6 +35,7 @@ test('a nats-server restarted mid-run: everyone reconnects, no trainer is declar
       for (const t of [ta, tb]) assert.equal(t.reduce((n, r) => n + r.samples, 0), 64, `steps applied other than 64 samples:\n${traces}`);
       assert.deepEqual(ta.map((r) => r.globalStep), tb.map((r) => r.globalStep), 'both ranks applied the same steps');
       assert.deepEqual(ta.map((r) => r.weights), tb.map((r) => r.weights), 'both ranks hold the same weights after every step');
+      assert.ok(s.generation > before.generation, 'after the reconnect the ranks met in a new generation');
       assert.equal(s.step, ta.at(-1)!.globalStep, `coordinator step ${s.step}, trainers applied ${ta.at(-1)!.globalStep}:\n${traces}`);
 
       const metrics = await h.coordinator.metrics.registry.metrics();
