@@ -1,7 +1,7 @@
 // The run file (`easel train --config run.yaml`): one zod schema for a whole training run — data, the three
 // stages with their optimisers, schedules and model configs, checkpoints, and the coordinator's settings for a
-// distributed run. The YAML run file, the CLI and the
-// Kubernetes TrainingRun spec are all validated by it; every error names the field path.
+// distributed run. The YAML run file, the CLI and the Kubernetes TrainingRun spec are all validated by it; every
+// error names the field path.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
@@ -196,9 +196,16 @@ export interface ResumeCompatibility {
   changed: ConfigDifference[];
 }
 
-/** Fields whose change makes saved weights unusable: every model's architecture, and the image size. */
+/** Model fields that only shape training (guidance dropout rates): saved weights stay valid when they change. */
+const TRAINING_ONLY_MODEL_FIELDS = new Set(['condDrop', 'imageEmbDrop', 'captionDrop']);
+
+/**
+ * Fields whose change makes saved weights unusable or meaningless: every model's architecture (shapes, but also
+ * what it predicts: timesteps, schedule, objective), and the image size.
+ */
 function isArchitecture(path: string): boolean {
-  return /^stages\.[a-z]+\.model\./.test(path) || path === 'data.imageSize';
+  const m = /^stages\.[a-z]+\.model\.([^.]+)/.exec(path);
+  return (m !== null && !TRAINING_ONLY_MODEL_FIELDS.has(m[1])) || path === 'data.imageSize';
 }
 
 /** Compares the config a run was saved with (`saved`, filled with today's defaults where it lacks a field) with `config`. */

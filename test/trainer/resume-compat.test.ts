@@ -17,7 +17,7 @@ import { tinyRun, withTempDir, writeTinyDataset } from './fixtures.ts';
 
 const base = () => tinyRun('/data', '/ckpt');
 
-test('a changed model architecture is incompatible; budgets, lr, logging and checkpoint cadence are only changes', () => {
+test('a changed model architecture is incompatible; budgets, lr, logging, checkpoint cadence and guidance dropout are only changes', () => {
   const saved = parseRunConfig(base());
   const next = base();
   next.stages.decoder.model.channels = 16;
@@ -26,6 +26,7 @@ test('a changed model architecture is incompatible; budgets, lr, logging and che
   Object.assign(next.stages.prior, { optimizer: { lr: 1e-4 } });
   next.logEvery = 5;
   next.checkpoint.everySteps = 7;
+  Object.assign(next.stages.decoder.model, { captionDrop: 0.2 });
   const r = resumeCompatibility(saved, parseRunConfig(next));
   assert.deepEqual(r.incompatible, [
     { path: 'stages.clip.model.layers', a: 1, b: 2 },
@@ -33,7 +34,7 @@ test('a changed model architecture is incompatible; budgets, lr, logging and che
   ]);
   assert.deepEqual(
     r.changed.map((d) => d.path),
-    ['logEvery', 'stages.clip.steps', 'stages.prior.optimizer.lr', 'checkpoint.everySteps'],
+    ['logEvery', 'stages.clip.steps', 'stages.prior.optimizer.lr', 'stages.decoder.model.captionDrop', 'checkpoint.everySteps'],
   );
   assert.deepEqual(resumeCompatibility(saved, saved), { incompatible: [], changed: [] });
 });
