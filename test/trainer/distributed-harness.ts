@@ -1,6 +1,7 @@
 // Shared by the distributed trainer tests: a real nats-server, the real coordinator (in this process, so the test
 // can read its status, or as an `easel coordinator` child process that a test can kill -9 and start again), the
 // tiny synthetic dataset, and trainers as `easel trainer` child processes.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -174,4 +175,26 @@ export async function startHarness(
       await nats.stop();
     },
   };
+}
+
+/**
+ * The run read its epoch (`shards` holding `samples`) exactly once although something failed on the way: every
+ * shard done, samples_seen = expected, and every one of `ids` (trainers that took part in every applied step)
+ * applied the same steps, whose samples add up to the epoch, with the same weights; the coordinator's step is the
+ * last one applied. Returns the final status and the traces; `context` goes into every failure message.
+ */
+export async function assertEpochExactlyOnce(h: Harness, ids: string[], { shards, samples }: { shards: number; samples: number }, context: () => string) {
+  const s = await h.status();
+  const traces = await Promise.all(ids.map((id) => h.trace(id)));
+  const why = () => `${JSON.stringify({ status: s, traces: Object.fromEntries(ids.map((id, i) => [id, traces[i]])) })}\n${context()}`;
+  assert.deepEqual(s.shards, { done: shards, leased: 0, pending: 0 }, why());
+  assert.equal(s.samples_seen, samples, why());
+  assert.equal(s.expected_samples, samples);
+  ids.forEach((id, i) => assert.equal(traces[i].reduce((n, r) => n + r.samples, 0), samples, `${id}'s steps applied other than ${samples} samples:\n${why()}`));
+  for (const t of traces.slice(1)) {
+    assert.deepEqual(t.map((r) => r.globalStep), traces[0].map((r) => r.globalStep), 'every rank applied the same steps');
+    assert.deepEqual(t.map((r) => r.weights), traces[0].map((r) => r.weights), 'every rank holds the same weights after every step');
+  }
+  assert.equal(s.step, traces[0].at(-1)?.globalStep, `the coordinator's step is not the last one applied:\n${why()}`);
+  return { status: s, traces, why };
 }
