@@ -141,6 +141,7 @@ export class Coordinator {
   /** Stops answering (state stays in KV for the next coordinator). */
   async stop(): Promise<void> {
     this.started = false;
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.sub?.unsubscribe();
     await this.loop;
@@ -197,10 +198,12 @@ export class Coordinator {
   private nextTick: Promise<void> | undefined;
 
   private natsDown = false;
+  private stopped = false;
 
   /** Counts NATS outages; after one, every trainer gets a full heartbeat timeout from the reconnect. */
   private async watchNats(): Promise<void> {
     for await (const s of this.opts.nc.status()) {
+      if (this.stopped) break; // a stopped coordinator must not write over its successor's state
       if (s.type === 'disconnect') {
         this.natsDown = true;
         this.metrics.natsDisconnects.inc();
