@@ -80,6 +80,11 @@ export class Membership {
     for (const m of this.members.values()) m.lastHeartbeat = now;
   }
 
+  /** The coordinator could not read heartbeats for `ms` (its process stalled): that time does not count as silence. */
+  excuseStall(ms: number, now: number): void {
+    for (const m of this.members.values()) m.lastHeartbeat = Math.min(now, m.lastHeartbeat + ms);
+  }
+
   /** A trainer leaves cleanly; the next tick forms a generation without it. */
   leave(id: string): boolean {
     return this.members.delete(id);

@@ -130,7 +130,16 @@ export class Coordinator {
     // responder (a 503) — a race a loaded machine makes likely.
     await opts.nc.flush();
     if (opts.ticking ?? true) {
-      c.timer = setInterval(() => void c.tick().catch((err) => log.error('tick failed', { error: String(err) })), opts.config.tickMs);
+      let last = performance.now();
+      c.timer = setInterval(() => {
+        // A late timer means this process stalled (GC, CPU starvation, or in tests a trainer computing in the same
+        // process); the heartbeats it could not read meanwhile are not the trainers' silence. Timers run before
+        // pending I/O, so this comes before the stale look at who is alive.
+        const stall = performance.now() - last - opts.config.tickMs;
+        last = performance.now();
+        if (stall > opts.config.tickMs) c.membership.excuseStall(stall, c.clock());
+        void c.tick().catch((err) => log.error('tick failed', { error: String(err) }));
+      }, opts.config.tickMs);
       c.timer.unref();
     }
     c.started = true;

@@ -115,3 +115,15 @@ test('after a NATS outage longer than the heartbeat timeout, heartbeats count fr
   assert.deepEqual(m.tick(5500).dead, []);
   assert.deepEqual(m.tick(6001).dead, ['a']);
 });
+
+test('a stall of the coordinator\'s own process does not count as the trainers\' silence', () => {
+  const m = new Membership({ heartbeatTimeoutMs: 1000, minTrainers: 1, maxTrainers: 4 });
+  m.register('a', 0);
+  m.register('b', 0);
+  m.tick(0);
+  m.heartbeat('b', 900);
+  m.excuseStall(2000, 2500); // nothing was read between 500 and 2500
+  assert.deepEqual(m.tick(2500).dead, []);
+  assert.deepEqual(m.tick(3001).dead, ['a'], 'silence outside the stall still counts');
+  assert.deepEqual(m.tick(3501).dead, ['b']);
+});
