@@ -7,6 +7,8 @@ import { connect, type NatsConnection } from 'nats';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
 import { Coordinator, type CoordinatorOptions } from '../../src/coordinator/service.ts';
 import { CoordinatorConfig } from '../../src/coordinator/config.ts';
+import { CoordinatorClient, CoordinatorUnavailable } from '../../src/coordinator/client.ts';
+import { stateBucket } from '../../src/coordinator/subjects.ts';
 import { Membership } from '../../src/coordinator/membership.ts';
 
 let nats: NatsServer;
@@ -126,4 +128,24 @@ test('a stall of the coordinator\'s own process does not count as the trainers\'
   assert.deepEqual(m.tick(2500).dead, []);
   assert.deepEqual(m.tick(3001).dead, ['a'], 'silence outside the stall still counts');
   assert.deepEqual(m.tick(3501).dead, ['b']);
+});
+
+test('a change the coordinator cannot save is answered unavailable (retried by the client), and saved with the next request', async () => {
+  const c = await Coordinator.start(options('faults-kv'));
+  const client = new CoordinatorClient(nc, 'faults-kv', 'a');
+  try {
+    await client.request('register');
+    const { lease } = await client.request<{ lease: { shard: number } }>('lease');
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.delete(`KV_${stateBucket('faults-kv')}`); // the state store is gone: every write fails
+    await assert.rejects(client.request('progress', { shard: lease.shard, offset: 5 }), (e) => e instanceof CoordinatorUnavailable && /progress/.test(e.message));
+    assert.match(await c.metrics.registry.metrics(), /^easel_coordinator_state_write_failures_total\{[^}]*\} [1-9]/m);
+    assert.equal(c.status().samples_seen, 5, 'applied in memory, not acknowledged');
+    const kv = await nc.jetstream().views.kv(stateBucket('faults-kv'), { history: 1 });
+    await client.request('progress', { shard: lease.shard, offset: 5 }); // the retry: same absolute offset, acknowledged now
+    const saved = JSON.parse(new TextDecoder().decode((await kv.get(`shards.0.${lease.shard}`))!.value));
+    assert.equal(saved.offset, 5);
+  } finally {
+    await c.stop();
+  }
 });
