@@ -1,16 +1,26 @@
-// `npm run bench -- allreduce [--sizes 4,16,64] [--worlds 2,3] [--iters 3] [--max-payload 1048576] [--wire f32]`
+// `npm run bench -- allreduce [--sizes 4,16,64] [--worlds 2,3] [--iters 9] [--warmup 2] [--max-payload 1048576] [--wire f32]`
 //
 // Bus bandwidth of easel's ring all-reduce over NATS against raw NATS pub/sub in the same run, ranks as separate
 // processes on one nats-server (started here on a loopback port).
 //
 // Definitions (as in NCCL's tests, doc/PERFORMANCE.md there):
-//   algbw = S / t          S = bytes of the float32 vector, t = seconds per all-reduce
+//   algbw = S / t          S = bytes of the float32 vector, t = seconds per all-reduce (slowest rank)
 //   busbw = algbw × 2(N−1)/N   (the bytes each rank must send, and receive, per all-reduce, over t)
-// Baseline ("raw"): the same N processes, the same ring pattern and message size, but bare NATS: each rank publishes
-// 2(N−1)/N × S bytes in max_payload-sized messages to its successor (pre-built buffers, no headers, no reduction,
-// no flow control) and stops its clock when it has received as many bytes from its predecessor. raw busbw =
-// 2(N−1)/N × S / t_raw. ratio = busbw / raw busbw (= t_raw / t). Each figure is the best of `iters` repetitions,
-// after 2 untimed ones.
+// Baseline ("raw"): the same N processes and connections, the same ring pattern and message size, bare NATS: each
+// rank publishes 2(N−1)/N × S bytes in (max_payload − header)-sized messages to its successor and stops its clock
+// when it has received as many bytes from its predecessor. Best effort: the messages are pre-built once and
+// reused, there is no header, checksum, arithmetic or flow control, every message is published at once (nats.js
+// copies each into its outbound buffer and the socket queues them: no round trip is waited for), and the receiver
+// only counts bytes. raw busbw = 2(N−1)/N × S / t_raw.
+//
+// Method: per (N, size) one job; each rank runs `warmup` untimed repetitions of each side, then the timed ones
+// interleaved ring, raw, raw, ring, ring, raw, … (ABBA: slow drift of the shared machine's load hits both sides
+// alike, and neither always goes first). Every repetition starts at a barrier (an allGather of one float). A
+// repetition's time is its slowest rank's. Per case: median, min and max of each side; ratio = raw median time /
+// ring median time (= busbw / raw busbw at the medians). Sizes under 16 MB get proportionally more repetitions
+// (4 MB: 4 × iters), being cheap and the noisiest. CPU seconds (user + system of all rank processes, not the
+// server) are reported the same way: cpu_ratio = raw median CPU / ring median CPU, a comparison that other load on
+// a shared machine inflates far less than wall time.
 // Last line: {"ratio": worst ratio over sizes and N, …}. Goal ≥ 0.8.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
@@ -18,31 +28,33 @@ import { loadavg } from 'node:os';
 import type { NatsConnection } from 'nats';
 import { startNats } from '../test/helpers/nats.ts';
 import { closeNats, maxPayload, openNats } from '../src/transport/connection.ts';
-import { openRing, type Ring } from '../src/transport/allreduce.ts';
+import { openRing } from '../src/transport/allreduce.ts';
 import { HEADER_BYTES } from '../src/transport/chunks.ts';
 
+type Mode = 'ring' | 'raw';
 interface Job {
   id: number;
-  mode: 'ring' | 'raw';
   bytes: number;
-  iters: number;
   world: number;
   wire: 'f32' | 'bf16' | 'f16';
+  /** What each repetition runs, in order (warm-ups first). */
+  schedule: Mode[];
 }
 interface JobResult {
   id: number;
   rank: number;
+  /** Wall seconds of each repetition of the schedule, on this rank. */
   seconds: number[];
   /** This process's CPU seconds (user + system) during each repetition. */
   cpu: number[];
 }
 
 const MB = 1024 * 1024;
-/**
- * Untimed repetitions first, on both sides: the ring's two send arenas (and any buffer) are touched once, so
- * page faults of fresh memory (~0.3 s per 16 MB on the loaded development machine) are not what is measured.
- */
-const WARMUP = 2;
+const DEFINITION =
+  'busbw = S/t × 2(N−1)/N (NCCL tests), t = slowest rank; ratio = raw median time / ring median time = busbw / busbw of raw NATS pub/sub moving the same bytes per rank in the same ring pattern and message size';
+const BASELINE =
+  'raw: same processes and connections; each rank publishes 2(N−1)/N × S bytes to its successor in (max_payload − 56 B) messages, pre-built and reused, all published at once (no header, checksum, arithmetic or flow control), and stops when it has counted as many bytes from its predecessor';
+const METHOD = 'warm-up repetitions of both sides, then timed repetitions interleaved ring/raw in ABBA order, each from a barrier; median per side';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Conductor
@@ -52,7 +64,8 @@ async function main(): Promise<void> {
     options: {
       sizes: { type: 'string', default: '4,16,64' },
       worlds: { type: 'string', default: '2,3' },
-      iters: { type: 'string', default: '3' },
+      iters: { type: 'string', default: '9' },
+      warmup: { type: 'string', default: '2' },
       'max-payload': { type: 'string', default: String(MB) },
       wire: { type: 'string', default: 'f32' },
     },
@@ -60,10 +73,13 @@ async function main(): Promise<void> {
   const sizes = values.sizes!.split(',').map(Number);
   const worlds = values.worlds!.split(',').map(Number);
   const iters = Number(values.iters);
+  const warmup = Number(values.warmup);
   const wire = values.wire as Job['wire'];
+  const started = performance.now();
   const nats = await startNats({ jetstream: false, maxPayload: Number(values['max-payload']) });
   const ctl = await openNats({ servers: nats.url, name: 'bench-conductor' });
-  const rows: Record<string, number | string>[] = [];
+  const loadBefore = loadavg();
+  const rows: Record<string, number | string | number[]>[] = [];
   let jobId = 0;
   try {
     for (const world of worlds) {
@@ -71,26 +87,31 @@ async function main(): Promise<void> {
       try {
         for (const size of sizes) {
           const bytes = size * MB;
-          const run = async (mode: Job['mode']) => best(await runJob(ctl, { id: ++jobId, mode, bytes, iters, world, wire }));
-          // Alternate which goes first, so drift in machine load hits both alike.
-          const [raw, ring] = jobId % 2 ? [await run('raw'), await run('ring')] : ((r) => [r[1], r[0]])([await run('ring'), await run('raw')]);
-          const [tRaw, tRing] = [raw.wall, ring.wall];
+          const reps = Math.max(iters, Math.round((iters * 16) / size));
+          const job: Job = { id: ++jobId, bytes, world, wire, schedule: schedule(warmup, reps) };
+          const results = await runJob(ctl, job);
+          const ring = summarise(job, results, 'ring', warmup);
+          const raw = summarise(job, results, 'raw', warmup);
           const moved = (2 * (world - 1)) / world;
-          const busbw = (bytes * moved) / tRing / MB;
-          const rawBusbw = (bytes * moved) / tRaw / MB;
+          const busbw = (t: number) => round((bytes * moved) / t / MB, 1);
           const row = {
             N: world,
             MB: size,
-            seconds: round(tRing, 4),
-            algbw_MBps: round(bytes / tRing / MB, 1),
-            busbw_MBps: round(busbw, 1),
-            raw_seconds: round(tRaw, 4),
-            raw_busbw_MBps: round(rawBusbw, 1),
-            ratio: round(busbw / rawBusbw, 3),
-            // Diagnostic on a shared machine: CPU seconds of all ranks' processes (not the server), raw / ring.
-            cpu_s: round(ring.cpu, 3),
-            raw_cpu_s: round(raw.cpu, 3),
-            cpu_ratio: round(raw.cpu / ring.cpu, 3),
+            reps,
+            seconds: round(ring.wall.median, 4),
+            seconds_min_max: [round(ring.wall.min, 4), round(ring.wall.max, 4)],
+            algbw_MBps: round(bytes / ring.wall.median / MB, 1),
+            busbw_MBps: busbw(ring.wall.median),
+            busbw_min_max_MBps: [busbw(ring.wall.max), busbw(ring.wall.min)],
+            raw_seconds: round(raw.wall.median, 4),
+            raw_seconds_min_max: [round(raw.wall.min, 4), round(raw.wall.max, 4)],
+            raw_busbw_MBps: busbw(raw.wall.median),
+            raw_busbw_min_max_MBps: [busbw(raw.wall.max), busbw(raw.wall.min)],
+            ratio: round(raw.wall.median / ring.wall.median, 3),
+            // Diagnostics on a shared machine: CPU seconds of all ranks' processes (not the server), ring and raw.
+            cpu_s: round(ring.cpu.median, 3),
+            raw_cpu_s: round(raw.cpu.median, 3),
+            cpu_ratio: round(raw.cpu.median / ring.cpu.median, 3),
           };
           rows.push(row);
           console.log(JSON.stringify(row));
@@ -108,11 +129,17 @@ async function main(): Promise<void> {
     JSON.stringify({
       ratio: worst,
       goal: 0.8,
-      load_average: loadavg().map((x) => round(x, 1)),
-      definition: 'busbw = S/t × 2(N−1)/N (NCCL tests); ratio = busbw / busbw of raw NATS pub/sub moving the same bytes in the same ring pattern and message size',
+      worst_cpu_ratio: Math.min(...rows.map((r) => r.cpu_ratio as number)),
+      load_average_before: loadBefore.map((x) => round(x, 2)),
+      load_average_after: loadavg().map((x) => round(x, 2)),
+      bench_seconds: round((performance.now() - started) / 1000, 1),
+      definition: DEFINITION,
+      baseline: BASELINE,
+      method: METHOD,
       wire,
       max_payload: nats.maxPayload,
       iters,
+      warmup,
       results: rows,
     }),
   );
@@ -120,13 +147,35 @@ async function main(): Promise<void> {
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
 
-/** Slowest rank's wall time per repetition, best repetition; and the CPU seconds of all ranks, median repetition. */
-function best(results: JobResult[]): { wall: number; cpu: number } {
-  const iters = results[0].seconds.length;
-  let wall = Infinity;
-  for (let i = 0; i < iters; i++) wall = Math.min(wall, Math.max(...results.map((r) => r.seconds[i])));
-  const cpus = Array.from({ length: iters }, (_, i) => results.reduce((a, r) => a + r.cpu[i], 0)).sort((a, b) => a - b);
-  return { wall, cpu: cpus[Math.floor(iters / 2)] };
+/** `warmup` of each side, then `reps` of each interleaved ABBA: ring raw raw ring ring raw … */
+function schedule(warmup: number, reps: number): Mode[] {
+  const out: Mode[] = [];
+  for (let i = 0; i < warmup; i++) out.push('ring', 'raw');
+  for (let i = 0; i < reps; i++) out.push(...(i % 2 ? (['raw', 'ring'] as const) : (['ring', 'raw'] as const)));
+  return out;
+}
+
+interface Stats {
+  median: number;
+  min: number;
+  max: number;
+}
+function stats(xs: number[]): Stats {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return { median: s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2, min: s[0], max: s[s.length - 1] };
+}
+
+/** One side's timed repetitions: each repetition's slowest rank (wall) and all ranks' CPU seconds together. */
+function summarise(job: Job, results: JobResult[], mode: Mode, warmup: number): { wall: Stats; cpu: Stats } {
+  const walls: number[] = [];
+  const cpus: number[] = [];
+  job.schedule.forEach((m, i) => {
+    if (m !== mode || i < 2 * warmup) return;
+    walls.push(Math.max(...results.map((r) => r.seconds[i])));
+    cpus.push(results.reduce((a, r) => a + r.cpu[i], 0));
+  });
+  return { wall: stats(walls), cpu: stats(cpus) };
 }
 
 async function startWorkers(url: string, world: number, ctl: NatsConnection): Promise<ChildProcess[]> {
@@ -178,7 +227,7 @@ async function worker(url: string, rank: number): Promise<void> {
   for await (const m of jobs) {
     const job = m.json<Job>();
     try {
-      const { seconds, cpu } = job.mode === 'ring' ? await ringJob(nc, job, rank) : await rawJob(nc, job, rank);
+      const { seconds, cpu } = await runSchedule(nc, job, rank);
       nc.publish(`bench.result.${job.id}`, JSON.stringify({ id: job.id, rank, seconds, cpu }));
     } catch (err) {
       nc.publish(`bench.result.${job.id}`, JSON.stringify({ id: job.id, rank, error: (err as Error).stack }));
@@ -186,24 +235,6 @@ async function worker(url: string, rank: number): Promise<void> {
   }
   quit.unsubscribe();
   await closeNats(nc);
-}
-
-/** A ring for this job (its own generation); returns once every rank's ring is subscribed. */
-async function jobRing(nc: NatsConnection, job: Job, rank: number): Promise<{ ring: Ring; step: () => number }> {
-  const ring = openRing(nc, { run: 'bench', generation: job.id, rank, world: job.world }, { wire: job.wire, timeoutMs: 120_000 });
-  const go = nc.subscribe(`bench.go.${job.id}`, { max: 1 });
-  await nc.flush();
-  nc.publish(`bench.subscribed.${job.id}`);
-  for await (const _ of go) {
-    // the conductor saw every rank subscribed
-  }
-  let step = 0;
-  return { ring, step: () => step++ };
-}
-
-interface Timings {
-  seconds: number[];
-  cpu: number[];
 }
 
 /** Wall and CPU stopwatch. */
@@ -216,62 +247,71 @@ function stopwatch(): () => { seconds: number; cpu: number } {
   };
 }
 
-async function ringJob(nc: NatsConnection, job: Job, rank: number): Promise<Timings> {
-  const { ring, step } = await jobRing(nc, job, rank);
+/** Runs the job's repetitions in order on one ring (its own generation), each from a barrier. */
+async function runSchedule(nc: NatsConnection, job: Job, rank: number): Promise<{ seconds: number[]; cpu: number[] }> {
+  const ring = openRing(nc, { run: 'bench', generation: job.id, rank, world: job.world }, { wire: job.wire, timeoutMs: 120_000 });
+  const go = nc.subscribe(`bench.go.${job.id}`, { max: 1 });
+  await nc.flush();
+  nc.publish(`bench.subscribed.${job.id}`);
+  for await (const _ of go) {
+    // the conductor saw every rank subscribed
+  }
+  let step = 0;
+  const barrier = () => ring.allGather(new Float32Array(1), { step: step++ });
   const values = new Float32Array(job.bytes / 4);
   for (let i = 0; i < values.length; i++) values[i] = ((i * 2654435761 + rank) % 1000) / 1000 - 0.5;
-  const t: Timings = { seconds: [], cpu: [] };
+  const raw = rawSender(nc, job, rank);
+  const seconds: number[] = [];
+  const cpu: number[] = [];
   try {
-    for (let i = -WARMUP; i < job.iters; i++) {
-      await ring.allGather(new Float32Array(1), { step: step() }); // start together
+    for (const [i, mode] of job.schedule.entries()) {
+      const receiving = mode === 'raw' ? await raw.subscribe(i) : undefined;
+      await barrier(); // everyone is ready (and subscribed): start together
       const stop = stopwatch();
-      await ring.allReduce(values, { step: step(), inPlace: true });
-      const { seconds, cpu } = stop();
-      if (i < 0) continue;
-      t.seconds.push(seconds);
-      t.cpu.push(cpu);
+      if (mode === 'ring') await ring.allReduce(values, { step: step++, inPlace: true });
+      else await raw.send(i, receiving!);
+      const t = stop();
+      seconds.push(t.seconds);
+      cpu.push(t.cpu);
     }
   } finally {
     ring.close();
   }
-  return t;
+  return { seconds, cpu };
 }
 
-async function rawJob(nc: NatsConnection, job: Job, rank: number): Promise<Timings> {
-  const { ring, step } = await jobRing(nc, job, rank);
+/** The baseline: this rank's share of the ring's bytes as bare NATS messages to its successor. */
+function rawSender(nc: NatsConnection, job: Job, rank: number) {
   const succ = (rank + 1) % job.world;
   const perRank = Math.floor((job.bytes * 2 * (job.world - 1)) / job.world);
-  const msgBytes = maxPayload(nc) - HEADER_BYTES; // the ring's chunks carry a header too; keep the same message size
+  const msgBytes = maxPayload(nc) - HEADER_BYTES; // the ring's chunks carry a header; keep the same message size
   const msg = new Uint8Array(msgBytes).fill(rank);
-  const t: Timings = { seconds: [], cpu: [] };
-  try {
-    for (let i = -WARMUP; i < job.iters; i++) {
+  const tail = msg.subarray(0, perRank % msgBytes);
+  const subject = (rep: number, to: number) => `bench.raw.${job.id}.${rep}.${to}`;
+  return {
+    /** Subscribes for repetition `rep`; `all` resolves once all its bytes arrived (wrapped: an async function would flatten it). */
+    async subscribe(rep: number): Promise<{ all: Promise<void> }> {
       let received = 0;
       let done!: () => void;
       const all = new Promise<void>((r) => (done = r));
-      const sub = nc.subscribe(`bench.raw.${job.id}.${i}.${rank}`, {
+      const sub = nc.subscribe(subject(rep, rank), {
         callback: (_e, m) => {
           received += m.data.byteLength;
-          if (received >= perRank) done();
+          if (received < perRank) return;
+          sub.unsubscribe();
+          done();
         },
       });
       await nc.flush();
-      await ring.allGather(new Float32Array(1), { step: step() }); // everyone subscribed: start together
-      const stop = stopwatch();
-      for (let sent = 0; sent < perRank; sent += msgBytes) {
-        nc.publish(`bench.raw.${job.id}.${i}.${succ}`, sent + msgBytes <= perRank ? msg : msg.subarray(0, perRank - sent));
-      }
-      await all;
-      const { seconds, cpu } = stop();
-      sub.unsubscribe();
-      if (i < 0) continue;
-      t.seconds.push(seconds);
-      t.cpu.push(cpu);
-    }
-  } finally {
-    ring.close();
-  }
-  return t;
+      return { all };
+    },
+    async send(rep: number, receiving: { all: Promise<void> }): Promise<void> {
+      const to = subject(rep, succ);
+      for (let sent = 0; sent + msgBytes <= perRank; sent += msgBytes) nc.publish(to, msg);
+      if (tail.byteLength) nc.publish(to, tail);
+      await receiving.all;
+    },
+  };
 }
 
 if (process.argv[2] === '--worker') {
