@@ -1,10 +1,13 @@
 // The unCLIP decoder: a UNet that denoises a noised image, conditioned on a CLIP image embedding (and optionally
 // the caption), sampled with DDPM or DDIM and classifier-free guidance.
 //
-// What the UNet predicts is `objective`: the noise ε (DDPM, GLIDE, unCLIP) or v = √ᾱ·ε - √(1-ᾱ)·x0 (Salimans & Ho
-// 2022). The default is v: at laptop scale the ε-network's small errors at high noise are amplified by 1/√ᾱ when
-// x0 is recovered from them (measured on the demo: x0-MSE 1.6 at t = 999 against 0.06 at t ≤ 600), and the
-// sampler's first steps then commit to speckle; v keeps every x0 coefficient ≤ 1.
+// What the UNet predicts is `objective`: the noise ε (DDPM, GLIDE, unCLIP), v = √ᾱ·ε - √(1-ᾱ)·x0 (Salimans & Ho
+// 2022; the default) or the clean image x0. Sampling needs x0 at every step; from ε it is (x_t - √(1-ᾱ)·ε)/√ᾱ,
+// which amplifies ε's error by up to 100× at high noise, and a laptop-scale ε-decoder's first sampling steps then
+// commit to speckle. v bounds every coefficient by 1. x0 goes further: the network's output *is* the image, so an
+// undertrained one gives smooth, clean (if blurry) shapes, where ε and v must learn to cancel the input noise
+// pixel by pixel and leave residual speckle until they do. The demo's 400-step decoder uses x0 for that reason
+// (measured on the demo data, docs/models.md); at scale ε and v are the better-studied choices.
 //
 // Conditioning (Ramesh et al. 2022, §2.1): the CLIP image embedding is projected and added to the timestep
 // embedding, and projected into `clipTokens` extra context tokens; with `captionContext`, a small causal
@@ -56,7 +59,7 @@ export const DecoderConfig = z.object({
   textLayers: z.number().int().min(0).default(1).describe('transformer layers of the caption encoder'),
   textHeads: z.number().int().min(1).default(4).describe('attention heads of the caption encoder'),
   timesteps: z.number().int().min(1).default(1000).describe('diffusion steps T in training'),
-  objective: z.enum(['eps', 'v']).default('v').describe('what the UNet predicts: the noise ε, or v = √ᾱ·ε − √(1−ᾱ)·x0 (better-conditioned at high noise)'),
+  objective: z.enum(['eps', 'v', 'x0']).default('v').describe('what the UNet predicts: the noise ε, v = √ᾱ·ε − √(1−ᾱ)·x0 (better-conditioned at high noise), or the clean image x0'),
   schedule: ScheduleKind.default('cosine').describe('noise schedule: cosine (Nichol & Dhariwal) or linear (Ho et al.)'),
   imageEmbDrop: z.number().min(0).max(1).default(0.1).describe('fraction of training examples whose CLIP embedding is dropped (classifier-free guidance)'),
   captionDrop: z.number().min(0).max(1).default(0.5).describe('fraction of training examples whose caption is dropped'),
@@ -337,7 +340,9 @@ export class Decoder {
 
   /** The clean image x0 the UNet's prediction implies for x_t at ᾱ (one number, or one per example). */
   x0FromPrediction(xt: tf.Tensor4D, pred: tf.Tensor4D, abar: number | ArrayLike<number>): tf.Tensor4D {
-    return (this.config.objective === 'v' ? x0FromV(xt, pred, abar) : x0FromEps(xt, pred, abar)) as tf.Tensor4D;
+    const { objective } = this.config;
+    if (objective === 'x0') return tf.clone(pred);
+    return (objective === 'v' ? x0FromV(xt, pred, abar) : x0FromEps(xt, pred, abar)) as tf.Tensor4D;
   }
 
   /** The UNet proper: its prediction (ε or v) [B, H, W, 3] for noised images x at timesteps t. */
@@ -383,7 +388,8 @@ export class Decoder {
       const abar = Array.from(t, (ti) => alphaBar(this.schedule, ti));
       const xt = qSample(images, noise, abar) as tf.Tensor4D;
       const pred = this.unet(xt, t, this.condition(imageEmb, tokens, keepImage, keepCaption));
-      const target = this.config.objective === 'v' ? vFromX0Eps(images, noise, abar) : noise;
+      const { objective } = this.config;
+      const target = objective === 'v' ? vFromX0Eps(images, noise, abar) : objective === 'x0' ? images : noise;
       return tf.mean(tf.square(tf.sub(pred, target))) as tf.Scalar;
     });
   }

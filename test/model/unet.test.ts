@@ -143,8 +143,9 @@ test('the loss is a finite scalar, the same for the same seed; bad shapes, sampl
   dispose(d);
 });
 
-for (const objective of ['eps', 'v'] as const) {
-  test(`objective ${objective}: the loss regresses the UNet's output on ${objective === 'v' ? 'v = √ᾱ·ε − √(1−ᾱ)·x0' : 'the noise ε'}, and x0FromPrediction inverts it`, () => {
+const TARGETS = { eps: 'the noise ε', v: 'v = √ᾱ·ε − √(1−ᾱ)·x0', x0: 'the clean image' } as const;
+for (const objective of ['eps', 'v', 'x0'] as const) {
+  test(`objective ${objective}: the loss regresses the UNet's output on ${TARGETS[objective]}, and x0FromPrediction inverts it`, () => {
     // No conditioning dropout, so loss() sees the same UNet output as predict().
     const d = new Decoder({ ...TINY, objective, imageEmbDrop: 0, captionDrop: 0 }, 5);
     randomize(d, 300);
@@ -154,7 +155,7 @@ for (const objective of ['eps', 'v'] as const) {
       const noise = tf.randomNormal(batch.images.shape, 0, 1, 'float32', noiseSeed);
       const abar = Array.from(t, (ti) => alphaBar(makeSchedule('cosine', 1000), ti));
       const xt = qSample(batch.images, noise, abar) as tf.Tensor4D;
-      const target = objective === 'v' ? vFromX0Eps(batch.images, noise, abar) : noise;
+      const target = objective === 'v' ? vFromX0Eps(batch.images, noise, abar) : objective === 'x0' ? batch.images : noise;
       const pred = d.predict(xt, t, batch);
       const byHand = tf.mean(tf.square(tf.sub(pred, target))).dataSync()[0];
       assert.ok(Math.abs(d.loss(batch, 21).dataSync()[0] - byHand) < 1e-5 * byHand);
