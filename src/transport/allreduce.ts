@@ -419,7 +419,28 @@ export class Ring {
     const body = this.decodeBody(op.dtype, msg, op.per);
     const dst = op.buf.subarray(cs.offset, cs.offset + cs.length);
     const last = h.hop === this.world - 2;
-    if (rsPhase) {
+    if (rsPhase && op.dtype === Dtype.F32) {
+      // One pass per chunk: add straight into the outgoing message (an intermediate rank's partial sum is only
+      // forwarded; the all-gather overwrites dst later) or, at the owner, add, divide and check in one loop.
+      const msg = this.outgoing(op, cs.length);
+      const out = new Float32Array(msg.buffer, msg.byteOffset + HEADER_BYTES, cs.length);
+      if (!last) {
+        for (let i = 0; i < out.length; i++) out[i] = dst[i] + body[i];
+        this.post(op, msg, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk, op.flags);
+      } else {
+        // Math.fround: the sum is rounded to float32 before the division, exactly as dst[i] += …; dst[i] /= w.
+        const w = this.world;
+        let bad = false;
+        for (let i = 0; i < out.length; i++) {
+          const mean = Math.fround(Math.fround(dst[i] + body[i]) / w);
+          dst[i] = mean;
+          out[i] = mean;
+          if (mean - mean !== 0) bad = true;
+        }
+        if (bad) op.flags |= FLAG_NONFINITE;
+        this.post(op, msg, Phase.AllGather, 0, h.segment, h.chunk, op.flags);
+      }
+    } else if (rsPhase) {
       for (let i = 0; i < dst.length; i++) dst[i] += body[i];
       if (!last) {
         this.sendChunk(op, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk);
@@ -435,7 +456,12 @@ export class Ring {
     } else {
       dst.set(body);
       op.flags |= h.flags;
-      if (!last) this.sendChunk(op, Phase.AllGather, h.hop + 1, h.segment, h.chunk, h.flags);
+      if (!last) {
+        // Forward the received body verbatim: its CRC is the one just checked, no need to compute it again.
+        const out = this.outgoing(op, cs.length);
+        out.set(msg.subarray(HEADER_BYTES), HEADER_BYTES);
+        this.post(op, out, Phase.AllGather, h.hop + 1, h.segment, h.chunk, h.flags, this.options.checksum ? h.checksum : 0);
+      }
     }
     this.ackPredecessor(op, op.received === op.expected);
     this.maybeDone(op);
@@ -466,23 +492,32 @@ export class Ring {
     const cs = chunkSpan(op.spans[segment], chunk, op.per);
     const values = op.buf.subarray(cs.offset, cs.offset + cs.length);
     // The final values of an all-reduce travel in the wire dtype too; everything else of a gather is float32.
-    const dtype = op.dtype;
-    const size = HEADER_BYTES + cs.length * BYTES_PER_ELEMENT[dtype];
-    let msg: Uint8Array;
-    if (op.arena) {
-      msg = op.arena.subarray(op.arenaAt, op.arenaAt + size);
-      op.arenaAt += (size + 7) & ~7; // keep bodies 4-byte aligned
-    } else {
-      msg = new Uint8Array(size);
-    }
-    const body = msg.subarray(HEADER_BYTES);
-    if (dtype === Dtype.F32) new Float32Array(msg.buffer, msg.byteOffset + HEADER_BYTES, cs.length).set(values);
-    else body.set(new Uint8Array(this.encodeBody(dtype, values).buffer));
+    const msg = this.outgoing(op, cs.length);
+    if (op.dtype === Dtype.F32) new Float32Array(msg.buffer, msg.byteOffset + HEADER_BYTES, cs.length).set(values);
+    else msg.set(new Uint8Array(this.encodeBody(op.dtype, values).buffer), HEADER_BYTES);
+    this.post(op, msg, phase, hop, segment, chunk, flags);
+  }
+
+  /** Room for one outgoing chunk of `length` elements in the wire dtype: carved from the all-reduce's arena, else fresh. */
+  private outgoing(op: Op, length: number): Uint8Array {
+    const size = HEADER_BYTES + length * BYTES_PER_ELEMENT[op.dtype];
+    if (!op.arena) return new Uint8Array(size);
+    const msg = op.arena.subarray(op.arenaAt, op.arenaAt + size);
+    op.arenaAt += (size + 7) & ~7; // keep bodies 4-byte aligned
+    return msg;
+  }
+
+  /**
+   * Writes the header of a chunk whose body is already in `msg` (with the body's CRC-32, computed here unless the
+   * caller knows it) and sends it to the successor, or queues it behind the window.
+   */
+  private post(op: Op, msg: Uint8Array, phase: Phase, hop: number, segment: number, chunk: number, flags: number, checksum?: number): void {
+    const cs = chunkSpan(op.spans[segment], chunk, op.per);
     encodeHeader(
       {
         kind: op.kind,
         phase,
-        dtype,
+        dtype: op.dtype,
         run: this.runId,
         generation: this.generation,
         step: op.step,
@@ -496,7 +531,7 @@ export class Ring {
         offset: cs.offset,
         length: cs.length,
         total: op.total,
-        checksum: this.options.checksum ? bodyChecksum(body) : 0,
+        checksum: checksum ?? (this.options.checksum ? bodyChecksum(msg.subarray(HEADER_BYTES)) : 0),
       },
       msg,
     );
