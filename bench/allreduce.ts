@@ -1,4 +1,5 @@
-// `npm run bench -- allreduce [--sizes 4,16,64] [--worlds 2,3] [--iters 9] [--warmup 2] [--max-payload 1048576] [--wire f32]`
+// `npm run bench -- allreduce [--sizes 4,16,64] [--worlds 2,3] [--iters 9] [--warmup 2] [--max-payload 1048576] [--wire f32]
+//                              [--window <bytes>]`  (the ring's credit window; default: CollectiveOptions' default)
 //
 // Bus bandwidth of easel's ring all-reduce over NATS against raw NATS pub/sub in the same run, ranks as separate
 // processes on one nats-server (started here on a loopback port).
@@ -33,7 +34,7 @@ import { loadavg } from 'node:os';
 import type { NatsConnection } from 'nats';
 import { startNats } from '../test/helpers/nats.ts';
 import { closeNats, maxPayload, openNats } from '../src/transport/connection.ts';
-import { openRing } from '../src/transport/allreduce.ts';
+import { CollectiveOptions, openRing } from '../src/transport/allreduce.ts';
 import { HEADER_BYTES } from '../src/transport/chunks.ts';
 
 type Mode = 'ring' | 'raw-burst' | 'raw-paced';
@@ -43,6 +44,7 @@ interface Job {
   bytes: number;
   world: number;
   wire: 'f32' | 'bf16' | 'f16';
+  windowBytes?: number;
   /** What each repetition runs, in order (warm-ups first). */
   schedule: Mode[];
 }
@@ -77,6 +79,7 @@ async function main(): Promise<void> {
       warmup: { type: 'string', default: '2' },
       'max-payload': { type: 'string', default: String(MB) },
       wire: { type: 'string', default: 'f32' },
+      window: { type: 'string' },
     },
   });
   const sizes = values.sizes!.split(',').map(Number);
@@ -84,6 +87,7 @@ async function main(): Promise<void> {
   const iters = Number(values.iters);
   const warmup = Number(values.warmup);
   const wire = values.wire as Job['wire'];
+  const windowBytes = values.window === undefined ? undefined : Number(values.window);
   const started = performance.now();
   const nats = await startNats({ jetstream: false, maxPayload: Number(values['max-payload']) });
   const ctl = await openNats({ servers: nats.url, name: 'bench-conductor' });
@@ -97,7 +101,7 @@ async function main(): Promise<void> {
         for (const size of sizes) {
           const bytes = size * MB;
           const reps = Math.max(iters, Math.round((iters * 16) / size));
-          const job: Job = { id: ++jobId, bytes, world, wire, schedule: schedule(warmup, reps) };
+          const job: Job = { id: ++jobId, bytes, world, wire, windowBytes, schedule: schedule(warmup, reps) };
           const results = await runJob(ctl, job);
           const ring = summarise(job, results, 'ring', warmup);
           const [burst, paced] = [summarise(job, results, 'raw-burst', warmup), summarise(job, results, 'raw-paced', warmup)];
@@ -150,6 +154,7 @@ async function main(): Promise<void> {
       baseline: BASELINE,
       method: METHOD,
       wire,
+      window_bytes: windowBytes ?? CollectiveOptions.parse({}).windowBytes,
       max_payload: nats.maxPayload,
       iters,
       warmup,
@@ -195,7 +200,8 @@ async function startWorkers(url: string, world: number, ctl: NatsConnection): Pr
   const ready = ctl.subscribe('bench.ready', { max: world });
   await ctl.flush();
   const procs = Array.from({ length: world }, (_, rank) =>
-    spawn(process.execPath, ['--import', 'tsx', 'bench/allreduce.ts', '--worker', url, String(rank)], { stdio: ['ignore', 'inherit', 'inherit'] }),
+    // The conductor's node flags (--import tsx, and e.g. --cpu-prof when profiling the ranks).
+    spawn(process.execPath, [...process.execArgv, 'bench/allreduce.ts', '--worker', url, String(rank)], { stdio: ['ignore', 'inherit', 'inherit'] }),
   );
   for await (const _ of ready) {
     // one message per worker
@@ -262,7 +268,7 @@ function stopwatch(): () => { seconds: number; cpu: number } {
 
 /** Runs the job's repetitions in order on one ring (its own generation), each from a barrier. */
 async function runSchedule(nc: NatsConnection, job: Job, rank: number): Promise<{ seconds: number[]; cpu: number[] }> {
-  const ring = openRing(nc, { run: 'bench', generation: job.id, rank, world: job.world }, { wire: job.wire, timeoutMs: 120_000 });
+  const ring = openRing(nc, { run: 'bench', generation: job.id, rank, world: job.world }, { wire: job.wire, windowBytes: job.windowBytes, timeoutMs: 120_000 });
   const go = nc.subscribe(`bench.go.${job.id}`, { max: 1 });
   await nc.flush();
   nc.publish(`bench.subscribed.${job.id}`);
