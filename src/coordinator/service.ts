@@ -5,7 +5,7 @@
 // Requests are handled one at a time (one subscription, awaited in order; the periodic tick joins the same
 // queue), so the lease table, membership and stages never see interleaved updates.
 import { createServer, type Server } from 'node:http';
-import type { NatsConnection, Subscription } from 'nats';
+import type { Msg, NatsConnection, Subscription } from 'nats';
 import { z } from 'zod';
 import { logger } from '../util/log.ts';
 import { formatZodError } from '../cli/args.ts';
@@ -251,16 +251,20 @@ export class Coordinator {
         continue;
       }
       // Heartbeats skip the queue: a trainer is alive when its heartbeat arrives, not when the queue, stalled behind
-      // a state write that waits for JetStream (a restarting server), reaches it. They save nothing themselves; the
-      // lease expiries they extend go out with the next write.
-      const reply =
-        verb === 'heartbeat'
-          ? this.answer(verb, body)
-          : await this.request(verb, body).catch((err: unknown): Reply => {
-              log.error('request failed', { verb, error: String(err) });
-              return { ok: false, error: `coordinator error: ${(err as Error).message}` };
-            });
-      msg.respond(JSON.stringify(reply));
+      // a state write that waits for JetStream (a restarting server, a loaded machine), reaches it. They save nothing
+      // themselves; the lease expiries they extend go out with the next write. So this loop never waits for a
+      // request: each joins the queue in arrival order and is answered when its turn is done, while the heartbeats
+      // behind it in the subscription are read at once.
+      if (verb === 'heartbeat') {
+        respond(msg, this.answer(verb, body));
+        continue;
+      }
+      void this.request(verb, body)
+        .catch((err: unknown): Reply => {
+          log.error('request failed', { verb, error: String(err) });
+          return { ok: false, error: `coordinator error: ${(err as Error).message}` };
+        })
+        .then((reply) => respond(msg, reply));
     }
   }
 
@@ -526,6 +530,15 @@ export class Coordinator {
     m.members.set(this.membership.generation.ring.length);
     m.registered.set(this.membership.size);
     m.generation.set(this.membership.generation.number);
+  }
+}
+
+/** Answers a request; a connection closed meanwhile (the coordinator stopping) loses only the answer. */
+function respond(msg: Msg, reply: Reply): void {
+  try {
+    msg.respond(JSON.stringify(reply));
+  } catch (err) {
+    log.warn('could not answer a request', { subject: msg.subject, error: String(err) });
   }
 }
 
