@@ -174,19 +174,35 @@ parentPort.on('message', (m) => { if (m === 'stop') stopped = true; });
 })().catch((err) => parentPort.postMessage(JSON.stringify({ ok: false, error: String(err), reason: 'worker-failed' })));
 `;
 
-/** Starts the heartbeat thread; `onReply` gets every reply (parsed JSON). Returns a stop function. */
-function startHeartbeats(opts: { servers: string | string[]; run: string; trainer: string; intervalMs: number }, onReply: (r: { ok: boolean; reason?: string; error?: string } & Partial<WhereIs>) => void): () => Promise<void> {
+/**
+ * Starts the heartbeat thread; `onReply` gets every reply (parsed JSON). Returns a stop function and `beating`,
+ * settled once the thread has sent its first heartbeat and handled the answer: starting a thread and loading NATS
+ * in it can take seconds on a loaded machine, all of it silence to the coordinator.
+ */
+function startHeartbeats(
+  opts: { servers: string | string[]; run: string; trainer: string; intervalMs: number },
+  onReply: (r: { ok: boolean; reason?: string; error?: string } & Partial<WhereIs>) => void,
+): { stop: () => Promise<void>; beating: Promise<void> } {
   const natsPath = createRequire(import.meta.url).resolve('nats');
   // The same servers and credentials (NATS_CREDS, NATS_USER/NATS_PASSWORD, NATS_TOKEN or URL userinfo) as openNats.
   const { servers, credentials } = natsCredentials(opts.servers);
   const worker = new Worker(HEARTBEAT_WORKER, { eval: true, workerData: { ...opts, servers, credentials, natsPath, name: `trainer-${opts.trainer}`, subject: coordSubject(opts.run, 'heartbeat') } });
-  worker.on('message', (text: string) => onReply(JSON.parse(text)));
-  worker.on('error', (err) => log.error('heartbeat thread failed', { error: String(err) }));
-  return async () => {
+  let first: () => void = () => {};
+  const beating = new Promise<void>((resolve) => (first = resolve));
+  worker.on('message', (text: string) => {
+    onReply(JSON.parse(text));
+    first();
+  });
+  worker.on('error', (err) => {
+    log.error('heartbeat thread failed', { error: String(err) });
+    first();
+  });
+  const stop = async () => {
     worker.postMessage('stop');
     await sleep(50);
     await worker.terminate();
   };
+  return { stop, beating };
 }
 
 /** The batches of the shards this trainer leases, one shard at a time; rewinds to the last reported offset. */
@@ -375,7 +391,9 @@ class DistributedTrainer {
     await this.coord.call('leave').catch(() => undefined);
     this.where = await this.coord.call<WhereIs>('register');
     log.info('registered', { trainer: this.id, run: this.opts.run, generation: this.where.generation, waiting: this.where.rank === null });
-    const stopBeats = startHeartbeats({ servers: this.opts.nats, run: this.opts.run, trainer: this.id, intervalMs: this.opts.heartbeatMs ?? 1000 }, (r) => this.onHeartbeat(r));
+    const beats = startHeartbeats({ servers: this.opts.nats, run: this.opts.run, trainer: this.id, intervalMs: this.opts.heartbeatMs ?? 1000 }, (r) => this.onHeartbeat(r));
+    // Computing before the thread beats would leave the coordinator hearing nothing for as long as it takes to start.
+    await beats.beating;
     let ended: DistributedResult['ended'] | undefined;
     let waitingSince = performance.now();
     try {
@@ -400,7 +418,7 @@ class DistributedTrainer {
         }
       }
     } finally {
-      await stopBeats();
+      await beats.stop();
       this.ring?.close();
       await this.feed.close();
       this.optimizer?.opt.dispose();
@@ -449,6 +467,16 @@ class DistributedTrainer {
     } catch (err) {
       if (err instanceof CollectiveAbortedError || err instanceof CollectiveTimeoutError) {
         log.warn('step abandoned: membership changed', { generation, step: this.progress.globalStep, error: err.message });
+        this.abandoned = generation;
+        return undefined;
+      }
+      if (err instanceof CoordinatorRefusal && err.reason === 'unknown-trainer') {
+        // Declared dead while alive (silent for longer than the heartbeat timeout, e.g. a stalled process): the
+        // coordinator took our lease back and formed a generation without us. Register again and enter the next one,
+        // as a heartbeat answered "unknown" would, rather than fail because a lease request got there first.
+        log.warn('the coordinator forgot this trainer (declared dead?): registering again', { generation, step: this.progress.globalStep, error: err.message });
+        await this.feed.drop();
+        this.where = await this.coord.call<WhereIs>('register');
         this.abandoned = generation;
         return undefined;
       }
