@@ -47,6 +47,10 @@ test('a distributed trainer holds the same number of tensors after every step of
       const counts: number[] = [];
       const r = await trainDistributed({ nats: h.nats.url, run: h.run, config, id: 'solo', resume: 'none', heartbeatMs: 300, onStep: () => counts.push(tf.memory().numTensors) });
       assert.equal(r.ended, 'finished');
+      // The trainer computes in the coordinator's own process, blocking it for whole steps (seconds on a loaded
+      // machine, longer than the heartbeat timeout): that stall is not the trainer's silence, so the first
+      // generation is the only one (a trainer declared dead registers again, forming another).
+      assert.equal(h.coordinator.status().generation, 1, 'the coordinator declared the trainer dead while it computed a step in the same process');
       assert.equal(counts.length, 10);
       // Each stage has its own optimiser (moments sized by its model), so the count may change at a stage boundary;
       // within a stage it must stay flat.
