@@ -156,11 +156,18 @@ const HEARTBEAT_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { connect, credsAuthenticator } = require(workerData.natsPath);
 let stopped = false;
-parentPort.on('message', (m) => { if (m === 'stop') stopped = true; });
+let go;
+const started = new Promise((r) => (go = r));
+parentPort.on('message', (m) => {
+  if (m === 'stop') stopped = true;
+  go();
+});
 (async () => {
   const { creds, source, ...auth } = workerData.credentials ?? {};
   if (creds) auth.authenticator = credsAuthenticator(new TextEncoder().encode(creds));
   const nc = await connect({ ...auth, servers: workerData.servers, name: workerData.name + '-heartbeat', maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  parentPort.postMessage('connected');
+  await started;
   while (!stopped) {
     try {
       const msg = await nc.request(workerData.subject, JSON.stringify({ trainer: workerData.trainer }), { timeout: 5000 });
@@ -175,34 +182,45 @@ parentPort.on('message', (m) => { if (m === 'stop') stopped = true; });
 `;
 
 /**
- * Starts the heartbeat thread; `onReply` gets every reply (parsed JSON). Returns a stop function and `beating`,
- * settled once the thread has sent its first heartbeat and handled the answer: starting a thread and loading NATS
- * in it can take seconds on a loaded machine, all of it silence to the coordinator.
+ * Starts the heartbeat thread, connected but silent until start(): starting a thread, loading NATS in it and
+ * connecting can take seconds on a loaded machine, which must come before registering, not after (all of it would
+ * be silence to the coordinator). `onReply` gets every reply (parsed JSON); start() resolves once the first one was
+ * handled.
  */
 function startHeartbeats(
   opts: { servers: string | string[]; run: string; trainer: string; intervalMs: number },
   onReply: (r: { ok: boolean; reason?: string; error?: string } & Partial<WhereIs>) => void,
-): { stop: () => Promise<void>; beating: Promise<void> } {
+): { connected: Promise<void>; start: () => Promise<void>; stop: () => Promise<void> } {
   const natsPath = createRequire(import.meta.url).resolve('nats');
   // The same servers and credentials (NATS_CREDS, NATS_USER/NATS_PASSWORD, NATS_TOKEN or URL userinfo) as openNats.
   const { servers, credentials } = natsCredentials(opts.servers);
   const worker = new Worker(HEARTBEAT_WORKER, { eval: true, workerData: { ...opts, servers, credentials, natsPath, name: `trainer-${opts.trainer}`, subject: coordSubject(opts.run, 'heartbeat') } });
+  // Either settles on a failure too: the failure is logged, and the trainer goes on as it would without beats.
+  let up: () => void = () => {};
   let first: () => void = () => {};
+  const connected = new Promise<void>((resolve) => (up = resolve));
   const beating = new Promise<void>((resolve) => (first = resolve));
   worker.on('message', (text: string) => {
+    up();
+    if (text === 'connected') return;
     onReply(JSON.parse(text));
     first();
   });
   worker.on('error', (err) => {
     log.error('heartbeat thread failed', { error: String(err) });
+    up();
     first();
   });
+  const start = async () => {
+    worker.postMessage('start');
+    await beating;
+  };
   const stop = async () => {
     worker.postMessage('stop');
     await sleep(50);
     await worker.terminate();
   };
-  return { stop, beating };
+  return { connected, start, stop };
 }
 
 /** The batches of the shards this trainer leases, one shard at a time; rewinds to the last reported offset. */
@@ -385,18 +403,20 @@ class DistributedTrainer {
   }
 
   async run(): Promise<DistributedResult> {
-    await this.resume();
-    // A trainer restarted under the same id (a resumed run) holds no lease in memory: give back whatever the
-    // coordinator still has leased to that id, so those shards are read again from their reported offsets.
-    await this.coord.call('leave').catch(() => undefined);
-    this.where = await this.coord.call<WhereIs>('register');
-    log.info('registered', { trainer: this.id, run: this.opts.run, generation: this.where.generation, waiting: this.where.rank === null });
     const beats = startHeartbeats({ servers: this.opts.nats, run: this.opts.run, trainer: this.id, intervalMs: this.opts.heartbeatMs ?? 1000 }, (r) => this.onHeartbeat(r));
-    // Computing before the thread beats would leave the coordinator hearing nothing for as long as it takes to start.
-    await beats.beating;
     let ended: DistributedResult['ended'] | undefined;
     let waitingSince = performance.now();
+    let registered = false;
     try {
+      await this.resume();
+      await beats.connected;
+      // A trainer restarted under the same id (a resumed run) holds no lease in memory: give back whatever the
+      // coordinator still has leased to that id, so those shards are read again from their reported offsets.
+      await this.coord.call('leave').catch(() => undefined);
+      this.where = await this.coord.call<WhereIs>('register');
+      registered = true;
+      log.info('registered', { trainer: this.id, run: this.opts.run, generation: this.where.generation, waiting: this.where.rank === null });
+      await beats.start();
       while (!ended) {
         if (this.opts.signal?.aborted) ended = 'stopped';
         else if (this.where.phase === 'done') ended = 'run-done';
@@ -422,7 +442,7 @@ class DistributedTrainer {
       this.ring?.close();
       await this.feed.close();
       this.optimizer?.opt.dispose();
-      await this.coord.call('leave').catch((err) => log.warn('could not leave the run', { error: String(err) }));
+      if (registered) await this.coord.call('leave').catch((err) => log.warn('could not leave the run', { error: String(err) }));
     }
     log.info('trainer done', { ended, global_step: this.progress.globalStep, samples: this.feed.samples });
     return { globalStep: this.progress.globalStep, ended, samples: this.feed.samples, generations: this.generations, lastCheckpoint: this.lastCheckpoint };
