@@ -26,7 +26,7 @@
 // with an empty batch. A resumed run re-leases the shards that the stopped ranks gave back, in the order they
 // left. Making it reproducible needs shards assigned by rank (not by request order) within a generation, the
 // epoch turnover decided at step boundaries, and the rank → (shard, offset) map of the checkpointed step restored
-// on resume (see the report of issue 4).
+// on resume (the design: docs/coordinator.md, Determinism).
 import { appendFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
