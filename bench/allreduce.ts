@@ -1,5 +1,6 @@
-// `npm run bench -- allreduce [--sizes 4,16,64] [--worlds 2,3] [--iters 9] [--warmup 2] [--max-payload 1048576] [--wire f32]
-//                              [--window <bytes>]`  (the ring's credit window; default: CollectiveOptions' default)
+// `npm run bench -- allreduce [--sizes 4,16,64] [--worlds 2,3] [--iters 5] [--warmup 2] [--max-payload 1048576] [--wire f32]
+//                              [--window <bytes>] [--checksum true|false]`  (the ring's credit window and CRC-32 of
+//                              chunk bodies; defaults: CollectiveOptions' defaults)
 //
 // Bus bandwidth of easel's ring all-reduce over NATS against raw NATS pub/sub in the same run, ranks as separate
 // processes on one nats-server (started here on a loopback port).
@@ -45,6 +46,7 @@ interface Job {
   world: number;
   wire: 'f32' | 'bf16' | 'f16';
   windowBytes?: number;
+  checksum: boolean;
   /** What each repetition runs, in order (warm-ups first). */
   schedule: Mode[];
 }
@@ -75,11 +77,12 @@ async function main(): Promise<void> {
     options: {
       sizes: { type: 'string', default: '4,16,64' },
       worlds: { type: 'string', default: '2,3' },
-      iters: { type: 'string', default: '7' },
+      iters: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '2' },
       'max-payload': { type: 'string', default: String(MB) },
       wire: { type: 'string', default: 'f32' },
       window: { type: 'string' },
+      checksum: { type: 'string', default: 'true' },
     },
   });
   const sizes = values.sizes!.split(',').map(Number);
@@ -88,6 +91,7 @@ async function main(): Promise<void> {
   const warmup = Number(values.warmup);
   const wire = values.wire as Job['wire'];
   const windowBytes = values.window === undefined ? undefined : Number(values.window);
+  const checksum = values.checksum !== 'false';
   const started = performance.now();
   const nats = await startNats({ jetstream: false, maxPayload: Number(values['max-payload']) });
   const ctl = await openNats({ servers: nats.url, name: 'bench-conductor' });
@@ -101,7 +105,7 @@ async function main(): Promise<void> {
         for (const size of sizes) {
           const bytes = size * MB;
           const reps = Math.max(iters, Math.round((iters * 16) / size));
-          const job: Job = { id: ++jobId, bytes, world, wire, windowBytes, schedule: schedule(warmup, reps) };
+          const job: Job = { id: ++jobId, bytes, world, wire, windowBytes, checksum, schedule: schedule(warmup, reps) };
           const results = await runJob(ctl, job);
           const ring = summarise(job, results, 'ring', warmup);
           const [burst, paced] = [summarise(job, results, 'raw-burst', warmup), summarise(job, results, 'raw-paced', warmup)];
@@ -155,6 +159,7 @@ async function main(): Promise<void> {
       method: METHOD,
       wire,
       window_bytes: windowBytes ?? CollectiveOptions.parse({}).windowBytes,
+      checksum,
       max_payload: nats.maxPayload,
       iters,
       warmup,
@@ -268,7 +273,7 @@ function stopwatch(): () => { seconds: number; cpu: number } {
 
 /** Runs the job's repetitions in order on one ring (its own generation), each from a barrier. */
 async function runSchedule(nc: NatsConnection, job: Job, rank: number): Promise<{ seconds: number[]; cpu: number[] }> {
-  const ring = openRing(nc, { run: 'bench', generation: job.id, rank, world: job.world }, { wire: job.wire, windowBytes: job.windowBytes, timeoutMs: 120_000 });
+  const ring = openRing(nc, { run: 'bench', generation: job.id, rank, world: job.world }, { wire: job.wire, windowBytes: job.windowBytes, checksum: job.checksum, timeoutMs: 120_000 });
   const go = nc.subscribe(`bench.go.${job.id}`, { max: 1 });
   await nc.flush();
   nc.publish(`bench.subscribed.${job.id}`);
