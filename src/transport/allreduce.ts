@@ -211,7 +211,8 @@ export class Ring {
   /**
    * The element-wise mean of every rank's `values` (same length everywhere), bit-identical on all ranks.
    * `step` must not decrease between calls; several collectives in one step are told apart by call order.
-   * `inPlace`: overwrite `values` with the mean instead of returning a fresh array (saves a copy of the gradient).
+   * `inPlace`: overwrite `values` with the mean instead of returning a fresh array (saves a copy of the gradient);
+   * if the collective fails, `values` holds an unspecified mix of inputs and partial results.
    */
   async allReduce(values: Float32Array, { step, inPlace = false }: { step: number; inPlace?: boolean }): Promise<AllReduceResult> {
     const t0 = performance.now();
