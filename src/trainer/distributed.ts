@@ -386,7 +386,8 @@ class DistributedTrainer {
   private forceRestore = false;
   /** The generation whose step was abandoned: not entered again. */
   private abandoned = -1;
-  private reregistering = false;
+  /** The registration in flight after the coordinator forgot this trainer (one at a time). */
+  private reregistering: Promise<void> | undefined;
   /** Trainer ids of the current generation, in rank order. */
   private ringIds: string[] = [];
 
@@ -454,16 +455,23 @@ class DistributedTrainer {
       if (this.ring && (r.generation !== this.ring.generation || r.rank !== this.ring.rank)) this.ring.abort(`generation ${r.generation} formed`);
     } else if (r.reason === 'unknown-trainer') {
       if (this.reregistering) return;
-      log.warn('the coordinator forgot this trainer (declared dead?): registering again');
       this.ring?.abort('re-registering');
-      this.reregistering = true;
-      void this.feed.drop(); // a dead trainer's leases went back to pending
-      this.coord
-        .call<WhereIs>('register')
-        .then((w) => (this.where = w))
-        .catch((err) => log.warn('registering again failed', { error: String(err) }))
-        .finally(() => (this.reregistering = false));
+      this.registerAgain('heartbeat').catch((err) => log.warn('registering again failed', { error: String(err) }));
     } else log.warn('heartbeat failed', { error: r.error });
+  }
+
+  /**
+   * Declared dead while alive (silent for longer than the heartbeat timeout, e.g. a stalled process): the
+   * coordinator took our leases back and formed a generation without us. Drop the lease and register again, to
+   * enter the next generation; a heartbeat and a lease request that both learn it share one registration.
+   */
+  private registerAgain(via: string): Promise<void> {
+    this.reregistering ??= (async () => {
+      log.warn('the coordinator forgot this trainer (declared dead?): registering again', { via, step: this.progress.globalStep });
+      await this.feed.drop(); // a dead trainer's leases went back to pending
+      this.where = await this.coord.call<WhereIs>('register');
+    })().finally(() => (this.reregistering = undefined));
+    return this.reregistering;
   }
 
   /** Trains within one generation; returns how the run ended, or undefined when the generation changed. */
@@ -491,12 +499,8 @@ class DistributedTrainer {
         return undefined;
       }
       if (err instanceof CoordinatorRefusal && err.reason === 'unknown-trainer') {
-        // Declared dead while alive (silent for longer than the heartbeat timeout, e.g. a stalled process): the
-        // coordinator took our lease back and formed a generation without us. Register again and enter the next one,
-        // as a heartbeat answered "unknown" would, rather than fail because a lease request got there first.
-        log.warn('the coordinator forgot this trainer (declared dead?): registering again', { generation, step: this.progress.globalStep, error: err.message });
-        await this.feed.drop();
-        this.where = await this.coord.call<WhereIs>('register');
+        // A lease request learnt it before a heartbeat did: register again rather than fail.
+        await this.registerAgain('lease');
         this.abandoned = generation;
         return undefined;
       }
