@@ -138,6 +138,11 @@ export interface AttentionInputs {
   causal?: boolean;
   /** [B, S] with 1 = attend, 0 = ignore, over the whole key sequence [context tokens…, x tokens…]. */
   keyMask?: tf.Tensor2D;
+  /**
+   * [B, Tc] with 1 = attend, 0 = ignore, over the context tokens only (e.g. caption padding); the x tokens stay
+   * visible. Combines with keyMask.
+   */
+  contextMask?: tf.Tensor2D;
   /** [B, Tc, contextDim] extra tokens the queries attend to (unCLIP's CLIP-embedding tokens, caption tokens). */
   context?: tf.Tensor3D;
 }
@@ -158,6 +163,13 @@ function attentionBias(t: number, tc: number, inputs: AttentionInputs): tf.Tenso
     const [b, s] = inputs.keyMask.shape;
     if (s !== tc + t) throw new Error(`keyMask covers ${s} keys, attention has ${tc + t} (context ${tc} + tokens ${t})`);
     const padBias = tf.reshape(tf.mul(tf.sub(1, tf.cast(inputs.keyMask, 'float32')), MASKED), [b, 1, 1, s]);
+    bias = bias ? tf.add(bias, padBias) : padBias;
+  }
+  if (inputs.contextMask) {
+    const [b, sc] = inputs.contextMask.shape;
+    if (sc !== tc) throw new Error(`contextMask covers ${sc} keys, attention has ${tc} context tokens`);
+    const ctxBias = tf.mul(tf.sub(1, tf.cast(inputs.contextMask, 'float32')), MASKED); // [B, Tc]
+    const padBias = tf.reshape(tf.concat([ctxBias, tf.zeros([b, t])], 1), [b, 1, 1, tc + t]);
     bias = bias ? tf.add(bias, padBias) : padBias;
   }
   return bias;

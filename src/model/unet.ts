@@ -12,7 +12,8 @@
 // Conditioning (Ramesh et al. 2022, §2.1): the CLIP image embedding is projected and added to the timestep
 // embedding, and projected into `clipTokens` extra context tokens; with `captionContext`, a small causal
 // transformer encodes the caption tokens (GLIDE) and those encodings join the context. Every attention layer of
-// the UNet attends to [context tokens…, pixels…]. In training the CLIP embedding is replaced by a learned null
+// the UNet attends to [context tokens…, pixels…], except the caption's padding (positions after EOS), which is
+// masked out so that how much padding follows a caption changes nothing; the CLIP tokens are always attended. In training the CLIP embedding is replaced by a learned null
 // embedding for `imageEmbDrop` of the examples and the caption encodings by learned null encodings for
 // `captionDrop`, so one network also learns the unconditional model that guidance extrapolates away from.
 //
@@ -41,7 +42,7 @@ import {
   x0FromV,
   type NoiseSchedule,
 } from './diffusion.ts';
-import { VOCAB_SIZE } from './tokenizer.ts';
+import { PAD, VOCAB_SIZE } from './tokenizer.ts';
 import { Rng } from '../util/rng.ts';
 
 export const DecoderConfig = z.object({
@@ -181,10 +182,10 @@ class AttentionBlock {
     this.attn = new Attention(ps, ch, heads, { contextDim, projStd: 0 });
   }
 
-  apply(x: tf.Tensor4D, context: tf.Tensor3D | undefined): tf.Tensor4D {
+  apply(x: tf.Tensor4D, cond: Conditioning): tf.Tensor4D {
     const [b, h, w, c] = x.shape;
     const tokens = tf.reshape(this.norm.apply(x), [b, h * w, c]) as tf.Tensor3D;
-    return tf.add(x, tf.reshape(this.attn.apply(tokens, { context }), [b, h, w, c]));
+    return tf.add(x, tf.reshape(this.attn.apply(tokens, { context: cond.context, contextMask: cond.contextMask }), [b, h, w, c]));
   }
 }
 
@@ -200,6 +201,8 @@ type Conditioning = {
   embAdd: tf.Tensor2D;
   /** [B, L, contextDim] tokens every attention layer attends to; undefined when there are none. */
   context?: tf.Tensor3D;
+  /** [B, L]: 1 = attend, 0 = caption padding; undefined when every context token is attended. */
+  contextMask?: tf.Tensor2D;
 };
 
 export class Decoder {
@@ -308,6 +311,7 @@ export class Decoder {
     const emb = replaceDropped(imageEmb, this.nullImageEmb, keepImage); // [B, D]
     const embAdd = this.imageEmbProj.apply(emb);
     const parts: tf.Tensor3D[] = [];
+    let contextMask: tf.Tensor2D | undefined;
     if (this.clipTokenProj) parts.push(tf.reshape(this.clipTokenProj.apply(emb), [b, cfg.clipTokens, cfg.contextDim]));
     if (this.nullCaption) {
       const nullCaption = tf.broadcastTo(this.nullCaption, [b, cfg.contextLength, cfg.contextDim]) as tf.Tensor3D;
@@ -318,12 +322,16 @@ export class Decoder {
         const x = this.tokenPos!.apply(this.tokenEmb!.apply(tokens));
         const encoded = this.textNorm!.apply(this.text!.apply(x, { causal: true }));
         parts.push(replaceDropped(encoded, nullCaption, keepCaption));
+        // Padding after EOS is not attended; a dropped caption's null encodings all are. CLIP tokens always are.
+        const notPad = tf.cast(tf.notEqual(tokens, PAD), 'float32');
+        const captionMask = replaceDropped(notPad, tf.onesLike(notPad), keepCaption);
+        contextMask = (cfg.clipTokens > 0 ? tf.concat([tf.ones([b, cfg.clipTokens]), captionMask], 1) : captionMask) as tf.Tensor2D;
       } else {
         parts.push(nullCaption);
       }
     }
     const context = parts.length === 0 ? undefined : parts.length === 1 ? parts[0] : (tf.concat(parts, 1) as tf.Tensor3D);
-    return { embAdd, context };
+    return { embAdd, context, contextMask };
   }
 
   /**
@@ -353,13 +361,13 @@ export class Decoder {
     const skips = [h];
     const run = (layer: Layer, input: tf.Tensor4D) => {
       const out = layer.res.apply(input, emb);
-      return layer.attn ? layer.attn.apply(out, cond.context) : out;
+      return layer.attn ? layer.attn.apply(out, cond) : out;
     };
     for (const { layers, downsample } of this.down) {
       for (const layer of layers) skips.push((h = run(layer, h)));
       if (downsample) skips.push((h = downsample.apply(h)));
     }
-    h = this.mid.res2.apply(this.mid.attn.apply(this.mid.res1.apply(h, emb), cond.context), emb);
+    h = this.mid.res2.apply(this.mid.attn.apply(this.mid.res1.apply(h, emb), cond), emb);
     for (const { layers, upsample } of this.up) {
       for (const layer of layers) h = run(layer, tf.concat([h, skips.pop()!], 3));
       if (upsample) h = upsample.apply(upsampleNearest2x(h));
@@ -443,7 +451,7 @@ export class Decoder {
       x.dispose();
       x = next;
     }
-    tf.dispose([conditioning.embAdd, conditioning.context]);
+    tf.dispose([conditioning.embAdd, conditioning.context, conditioning.contextMask]);
     const out = tf.clipByValue(x, -1, 1);
     x.dispose();
     return out;

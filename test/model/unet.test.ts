@@ -114,6 +114,37 @@ test('the predicted noise has the image’s shape, and the CLIP embedding and th
   dispose(d);
 });
 
+test('caption padding is masked out of attention: more padding after a caption changes no prediction, and the CLIP tokens stay attended', () => {
+  // The same weights at context length 8 and 16: the longer decoder's extra positions are only ever padding.
+  const short = new Decoder(TINY, 8);
+  const long = new Decoder({ ...TINY, contextLength: 16 }, 8);
+  randomize(short, 500);
+  randomize(long, 600);
+  for (const [name, v] of short.params()) {
+    const w = long.params().get(name)!;
+    if (name === 'text.null') continue; // [contextLength, C]: only used for dropped captions, which predict() never drops
+    if (name === 'text.pos.table') w.assign(tf.tidy(() => tf.concat([v, tf.slice(w, [8, 0], [8, TINY.contextDim!])], 0)));
+    else w.assign(v);
+  }
+  tf.tidy(() => {
+    const { images, imageEmb } = colouredSquares();
+    // 'yellow' fills the 8-token context exactly (BOS, 6 bytes, EOS); the others are followed by padding.
+    const captions = ['red', 'green', 'blue', 'yellow'];
+    const t = [10, 400, 700, 999];
+    const a = short.predict(images, t, { imageEmb, tokens: tokenize(captions, 8) });
+    const b = long.predict(images, t, { imageEmb, tokens: tokenize(captions, 16) });
+    assert.ok(maxAbsDiff(a, b) < 1e-5, `8 more padding tokens changed the prediction by ${maxAbsDiff(a, b)}`);
+    // The caption itself still matters.
+    assert.ok(maxAbsDiff(a, short.predict(images, t, { imageEmb, tokens: tokenize(['gray', 'pink', 'cyan', 'violet'], 8) })) > 1e-3);
+    // With the CLIP embedding's additive path zeroed, it reaches the UNet only through its context tokens.
+    for (const name of ['clip.emb.w', 'clip.emb.b']) short.params().get(name)!.assign(tf.zerosLike(short.params().get(name)!));
+    const viaTokens = short.predict(images, t, { imageEmb, tokens: tokenize(captions, 8) });
+    const otherEmb = short.predict(images, t, { imageEmb: tf.reverse(imageEmb, 0) as tf.Tensor2D, tokens: tokenize(captions, 8) });
+    assert.ok(maxAbsDiff(viaTokens, otherEmb) > 1e-3, 'CLIP context tokens not attended');
+  });
+  [short, long].forEach(dispose);
+});
+
 test('conditioning dropout masks follow the seed and drop about 10% of CLIP embeddings and 50% of captions', () => {
   const d = new Decoder(TINY, 1);
   const a = d.trainingMasks(2000, 5);
