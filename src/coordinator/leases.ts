@@ -6,8 +6,15 @@
 // reported offset, so the next lessee continues where the dead one stopped: every sample of the epoch is counted
 // exactly once (samplesSeen), no matter how many trainers fail.
 //
+// Two ways to pick the next shard. Without a plan, pending shards form a FIFO and go to whoever asks first. With a
+// plan of world size W (setPlan, once a generation of W trainers forms), shard i belongs to rank i mod W and a rank
+// gets the lowest pending shard of its own residue: which rank reads which samples no longer depends on whose
+// request arrives first, which is what makes a distributed run reproducible (docs/coordinator.md, Determinism).
+// Either way, exactly-once does not depend on the plan: it is the offsets that count.
+//
 // Sized for LAION-5B (~585k shards) and 1,024 trainers: per-shard state lives in typed arrays, pending shards in
-// a ring-buffer queue, leases by trainer in a Map of Sets, expiries in a binary min-heap with lazy deletion.
+// a ring-buffer queue (or one min-heap per residue under a plan), leases by trainer in a Map of Sets, expiries in a
+// binary min-heap with lazy deletion.
 
 export const SHARD_STATES = ['pending', 'leased', 'done'] as const;
 export type ShardState = (typeof SHARD_STATES)[number];
@@ -51,6 +58,17 @@ export interface LeaseTableState {
   leases: { shard: number; trainer: string; expiresAt: number; from: number }[];
 }
 
+/**
+ * Where an epoch stands, in a form a checkpoint can carry: every shard's consumed-sample offset (a shard is done
+ * when its offset reaches its sample count). Leases are not part of it: a shard being read is pending at the
+ * offset its lessee reported.
+ */
+export interface TableSnapshot {
+  epoch: number;
+  /** Per shard: samples consumed. Base64 of a little-endian Uint32Array. */
+  offsets: string;
+}
+
 /** What changed for one shard; the persistence layer stores these (see store.ts). */
 export interface ShardRecord {
   shard: number;
@@ -85,6 +103,48 @@ class ShardQueue {
     const out: number[] = [];
     for (let i = 0; i < this.size; i++) out.push(this.buf[(this.head + i) % this.buf.length]!);
     return out;
+  }
+}
+
+/** Min-heap of shard indices (a plan's residue); an index may be pushed again after it was popped. */
+class IndexHeap {
+  private a: number[] = [];
+  get size(): number {
+    return this.a.length;
+  }
+  peek(): number | undefined {
+    return this.a[0];
+  }
+  push(x: number): void {
+    const a = this.a;
+    a.push(x);
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (a[p]! <= a[i]!) break;
+      [a[p], a[i]] = [a[i]!, a[p]!];
+      i = p;
+    }
+  }
+  pop(): number | undefined {
+    const a = this.a;
+    const top = a[0];
+    const last = a.pop();
+    if (a.length > 0 && last !== undefined) {
+      a[0] = last;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < a.length && a[l]! < a[m]!) m = l;
+        if (r < a.length && a[r]! < a[m]!) m = r;
+        if (m === i) break;
+        [a[m], a[i]] = [a[i]!, a[m]!];
+        i = m;
+      }
+    }
+    return top;
   }
 }
 
@@ -145,6 +205,8 @@ export class LeaseTable {
   private readonly expiry: Float64Array;
   private readonly owner: (string | undefined)[];
   private readonly pending: ShardQueue;
+  /** Under a plan: pending shards per residue (i mod world); the FIFO is then unused. */
+  private plan: { world: number; residues: IndexHeap[] } | undefined;
   private readonly byTrainer = new Map<string, Set<number>>();
   private readonly heap = new ExpiryHeap();
   private counts: LeaseCounts;
@@ -185,14 +247,18 @@ export class LeaseTable {
     return this.counts.done === this.samples.length;
   }
 
-  /** Hands the next pending shard to `trainer`, or undefined when none is pending. Expired leases are reclaimed first. */
-  lease(trainer: string, now: number): Lease | undefined {
+  /**
+   * Hands the next pending shard to `trainer`, or undefined when none is pending. Expired leases are reclaimed
+   * first. Under a plan, `rank` picks the residue (the lowest pending shard i with i mod world = rank); without a
+   * rank (a trainer outside the generation, or a fallback) the lowest pending shard of any residue.
+   */
+  lease(trainer: string, now: number, rank?: number): Lease | undefined {
     this.expire(now);
-    let shard = this.pending.shift();
+    let shard = this.nextPending(rank);
     // An empty shard (all samples filtered out) is done as soon as it is reached.
     while (shard !== undefined && this.samples[shard] === 0) {
       this.setState(shard, DONE);
-      shard = this.pending.shift();
+      shard = this.nextPending(rank);
     }
     if (shard === undefined) return undefined;
     this.setState(shard, LEASED);
@@ -203,6 +269,50 @@ export class LeaseTable {
     if (!mine) this.byTrainer.set(trainer, (mine = new Set()));
     mine.add(shard);
     return this.describe(shard);
+  }
+
+  /** The plan's world size, if a plan is set. */
+  get world(): number | undefined {
+    return this.plan?.world;
+  }
+
+  /** Assigns shard i to rank i mod `world` from now on (O(shards); called when a generation forms). */
+  setPlan(world: number): void {
+    if (!Number.isInteger(world) || world < 1) throw new Error(`a plan needs a world size >= 1, not ${world}`);
+    if (this.plan?.world === world) return;
+    this.plan = { world, residues: Array.from({ length: world }, () => new IndexHeap()) };
+    this.rebuildPending();
+  }
+
+  /** True when no shard of `rank`'s residue is pending (under a plan; without one, when none is pending at all). */
+  nothingPendingFor(rank: number | undefined): boolean {
+    if (!this.plan) return this.pending.size === 0;
+    if (rank !== undefined && rank < this.plan.world) return this.peekResidue(rank) === undefined;
+    return this.plan.residues.every((_, r) => this.peekResidue(r) === undefined);
+  }
+
+  /** The epoch's offsets (see TableSnapshot). */
+  snapshot(): TableSnapshot {
+    return { epoch: this.epoch, offsets: Buffer.from(this.offsets.buffer, this.offsets.byteOffset, this.offsets.byteLength).toString('base64') };
+  }
+
+  /**
+   * The table a snapshot describes: shards whose offset reached their sample count are done, every other shard is
+   * pending at its offset (samplesSeen = the sum of the offsets). Throws if the snapshot does not fit `samples`.
+   */
+  static fromSnapshot(samples: ArrayLike<number>, snap: TableSnapshot, opts: { leaseMs: number }): LeaseTable {
+    const t = new LeaseTable(samples, { epoch: snap.epoch, leaseMs: opts.leaseMs });
+    const bytes = Buffer.from(snap.offsets, 'base64');
+    if (bytes.length !== 4 * t.shardCount) throw new Error(`the data cursor has offsets for ${bytes.length / 4} shards, but the dataset has ${t.shardCount}`);
+    const offsets = new Uint32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    const records: ShardRecord[] = [];
+    for (let i = 0; i < t.shardCount; i++) {
+      const o = offsets[i]!;
+      if (o > t.samples[i]!) throw new Error(`the data cursor says ${o} samples of shard ${i} were read, but it has ${t.samples[i]}`);
+      if (o > 0 || t.samples[i] === 0) records.push({ shard: i, state: o === t.samples[i] ? 'done' : 'pending', offset: o });
+    }
+    t.restore(records);
+    return t;
   }
 
   /** The current lease on a shard, if any. */
@@ -302,7 +412,7 @@ export class LeaseTable {
       samples: [...this.samples],
       states: Buffer.from(this.states.buffer, this.states.byteOffset, this.states.byteLength).toString('base64'),
       offsets: Buffer.from(this.offsets.buffer, this.offsets.byteOffset, this.offsets.byteLength).toString('base64'),
-      pending: this.pending.toArray(),
+      pending: this.plan ? [...this.states.keys()].filter((i) => this.states[i] === PENDING) : this.pending.toArray(),
       leases,
     };
   }
@@ -348,18 +458,8 @@ export class LeaseTable {
     }
     // Recount and rebuild the queue from the per-shard states.
     this.samplesSeen = 0;
-    const seen = new Uint8Array(this.shardCount);
-    while (this.pending.shift() !== undefined);
-    for (const s of order ?? []) {
-      if (this.states[s] === PENDING && !seen[s]) {
-        seen[s] = 1;
-        this.pending.push(s);
-      }
-    }
-    for (let i = 0; i < this.shardCount; i++) {
-      this.samplesSeen += this.offsets[i]!;
-      if (this.states[i] === PENDING && !seen[i]) this.pending.push(i);
-    }
+    for (let i = 0; i < this.shardCount; i++) this.samplesSeen += this.offsets[i]!;
+    this.rebuildPending(order);
     this.changed.clear();
   }
 
@@ -383,7 +483,45 @@ export class LeaseTable {
   private reclaim(shard: number): void {
     this.unlease(shard);
     this.setState(shard, PENDING);
-    this.pending.push(shard);
+    if (this.plan) this.plan.residues[shard % this.plan.world]!.push(shard);
+    else this.pending.push(shard);
+  }
+
+  private nextPending(rank: number | undefined): number | undefined {
+    const plan = this.plan;
+    if (!plan) return this.pending.shift();
+    let r = rank !== undefined && rank < plan.world ? rank : undefined;
+    if (r === undefined) {
+      let best: number | undefined;
+      plan.residues.forEach((_, q) => {
+        const top = this.peekResidue(q);
+        if (top !== undefined && (best === undefined || top < this.peekResidue(best)!)) best = q;
+      });
+      r = best;
+    }
+    if (r === undefined || this.peekResidue(r) === undefined) return undefined;
+    return plan.residues[r]!.pop();
+  }
+
+  /** The lowest pending shard of a residue, dropping heap entries that are no longer pending. */
+  private peekResidue(r: number): number | undefined {
+    const h = this.plan!.residues[r]!;
+    while (h.size > 0 && this.states[h.peek()!] !== PENDING) h.pop();
+    return h.peek();
+  }
+
+  /** Refills the FIFO (in `order`, then index order) or the plan's heaps from the per-shard states. */
+  private rebuildPending(order?: number[]): void {
+    while (this.pending.shift() !== undefined);
+    if (this.plan) this.plan.residues = Array.from({ length: this.plan.world }, () => new IndexHeap());
+    const seen = new Uint8Array(this.shardCount);
+    const add = (s: number) => {
+      seen[s] = 1;
+      if (this.plan) this.plan.residues[s % this.plan.world]!.push(s);
+      else this.pending.push(s);
+    };
+    for (const s of order ?? []) if (this.states[s] === PENDING && !seen[s]) add(s);
+    for (let i = 0; i < this.shardCount; i++) if (this.states[i] === PENDING && !seen[i]) add(i);
   }
 
   private unlease(shard: number): void {

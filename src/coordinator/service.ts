@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { logger } from '../util/log.ts';
 import { formatZodError } from '../cli/args.ts';
 import type { CoordinatorConfig } from './config.ts';
-import { LeaseTable, type ShardRecord } from './leases.ts';
+import { LeaseTable, type ShardRecord, type TableSnapshot } from './leases.ts';
 import { Membership, type Generation } from './membership.ts';
 import { createMetrics, type CoordinatorMetrics } from './metrics.ts';
 import { completeStep, initialStages, type StageBudgets, type StageState } from './stages.ts';
@@ -71,7 +71,10 @@ const REQUESTS = {
   register: z.object({ trainer }),
   heartbeat: z.object({ trainer }),
   leave: z.object({ trainer }),
-  lease: z.object({ trainer }),
+  lease: z.object({
+    trainer,
+    epoch: count.optional().describe('the epoch the trainer reads; absent: whichever is open (no plan-ordered turnover)'),
+  }),
   progress: z.object({ trainer, shard: count, offset: count }),
   complete: z.object({ trainer, shard: count, samples: count }),
   step: z.object({
@@ -87,6 +90,13 @@ const REQUESTS = {
     dataWaitSeconds: z.number().min(0).default(0),
   }),
   checkpoint: z.object({ trainer, step: count, key: z.string().min(1), seconds: z.number().min(0).optional() }),
+  cursor: z.object({ trainer }),
+  rewind: z.object({
+    trainer,
+    generation: count,
+    step: count.describe('the checkpoint\'s global step: the run continues after it'),
+    table: z.object({ epoch: count, offsets: z.string() }).describe('the lease table snapshot the checkpoint carries'),
+  }),
   status: z.object({}).loose(),
   config: z.object({}).loose(),
 } satisfies Record<Verb, z.ZodType>;
@@ -336,11 +346,12 @@ export class Coordinator {
         // restart), so that shard goes back to pending at its reported offset instead of staying leased for good.
         const stranded = this.table.release(req.trainer);
         if (stranded.length) m.leasesReclaimed.inc({ cause: 'asked-again' }, stranded.length);
-        const l = this.table.lease(req.trainer, now);
-        if (!l) return { ok: true, lease: null, epoch: this.epoch, done: this.table.finished() };
-        m.leasesGranted.inc();
-        return { ok: true, lease: { ...l, key: this.opts.shards[l.shard]!.key, epoch: this.epoch }, epoch: this.epoch, done: false };
+        return this.leaseFor(req.trainer, now, req.epoch as number | undefined);
       }
+      case 'cursor':
+        return { ok: true, table: this.table.snapshot() };
+      case 'rewind':
+        return this.rewind(req as unknown as z.output<typeof REQUESTS.rewind>);
       case 'progress':
       case 'complete': {
         const out =
@@ -367,6 +378,71 @@ export class Coordinator {
         return { ok: true, config: this.opts.runConfig };
     }
   }
+
+  /**
+   * Picks the shard for a lease request. A trainer that names the epoch it reads gets a shard of that epoch only
+   * (its rank's residue under the plan), so an epoch turns over when the trainers decide it together — after a
+   * step in which none of them had a shard left — and never because one request happened to come after a peer's
+   * last `complete` (docs/coordinator.md, Determinism).
+   */
+  private leaseFor(trainer: string, now: number, epoch: number | undefined): Reply {
+    const m = this.metrics;
+    const lastEpoch = this.epoch + 1 >= this.opts.config.epochs;
+    const grant = (rank: number | undefined): Reply | undefined => {
+      const l = this.table.lease(trainer, now, rank);
+      if (!l) return undefined;
+      m.leasesGranted.inc();
+      return { ok: true, lease: { ...l, key: this.opts.shards[l.shard]!.key, epoch: this.epoch }, epoch: this.epoch, done: false };
+    };
+    const none = (extra: Record<string, unknown> = {}): Reply => ({ ok: true, lease: null, epoch: this.epoch, done: this.table.finished() && lastEpoch, ...extra });
+    const rank = this.membership.rankOf(trainer);
+    if (epoch === undefined || epoch === this.epoch) return grant(rank) ?? none();
+    // The trainer's epoch is over (finished here, a peer's last report came first): nothing more of it to read.
+    if (epoch < this.epoch) return none();
+    if (epoch >= this.opts.config.epochs || (this.table.finished() && lastEpoch)) return none({ done: true });
+    // The trainers moved on, but this epoch is not finished: a shard came back (a lease expired after its rank had
+    // nothing left) — read it now, whichever residue — or a `complete` is still in flight: ask again shortly.
+    return grant(undefined) ?? none({ retry: true });
+  }
+
+  /**
+   * A run resumed from a checkpoint: its rank 0 rewinds the data to where the checkpoint was taken (the table
+   * snapshot it carries), discarding progress recorded after it, and the step counter to the checkpoint's step.
+   * Then the samples applied are exactly those before the checkpoint, whatever happened after it.
+   */
+  private rewind(req: z.output<typeof REQUESTS.rewind>): Reply {
+    const gen = this.membership.generation;
+    if (req.generation !== gen.number || gen.ring[0] !== req.trainer) {
+      return { ok: false, error: `rewind from ${req.trainer} in generation ${req.generation}: only rank 0 of the current generation (${gen.number}) may rewind the run`, reason: 'stale-generation' };
+    }
+    if (req.table.epoch >= this.opts.config.epochs) return { ok: false, error: `the checkpoint is in epoch ${req.table.epoch}, but the run has ${this.opts.config.epochs}`, reason: 'bad-cursor' };
+    let table: LeaseTable;
+    try {
+      table = LeaseTable.fromSnapshot(
+        this.opts.shards.map((s) => s.samples),
+        req.table as TableSnapshot,
+        { leaseMs: this.opts.config.leaseMs },
+      );
+    } catch (err) {
+      return { ok: false, error: (err as Error).message, reason: 'bad-cursor' };
+    }
+    let stages = initialStages(this.opts.budgets);
+    for (let i = 0; i < req.step && stages.phase === 'training'; i++) stages = completeStep(stages, this.opts.budgets);
+    const from = { step: this.stages.step, epoch: this.epoch, samplesSeen: this.status().samples_seen };
+    if (gen.ring.length > 0) table.setPlan(gen.ring.length);
+    this.rewound = { dropEpochs: [...new Set([this.epoch, req.table.epoch])] };
+    this.table = table;
+    this.epoch = req.table.epoch;
+    this.stages = stages;
+    this.unsaved.clear();
+    this.metaDirty = true;
+    this.metrics.step.set(stages.step);
+    log.info('rewound the run to a checkpoint', { from, to: { step: stages.step, epoch: this.epoch, samplesSeen: this.status().samples_seen } });
+    return { ok: true, step: stages.step, epoch: this.epoch };
+  }
+
+  /** Set by a rewind: the next persist replaces the KV shard records of these epochs with the new table's. */
+  private rewound: { dropEpochs: number[] } | undefined;
 
   private applyStep(req: z.output<typeof REQUESTS.step>): Reply {
     const m = this.metrics;
@@ -413,6 +489,7 @@ export class Coordinator {
       phase: this.status().phase,
       stage: this.stages.stage,
       step: this.stages.step,
+      epoch: this.epoch,
       checkpoint: this.checkpoint ?? null,
     };
   }
@@ -434,6 +511,7 @@ export class Coordinator {
   }
 
   private announce(g: Generation): void {
+    if (g.ring.length > 0) this.table.setPlan(g.ring.length);
     if (g.number > 1) this.metrics.generationChanges.inc();
     log.info('generation formed', { generation: g.number, worldSize: g.ring.length });
     this.opts.nc.publish(generationSubject(this.opts.run), JSON.stringify(g));
@@ -444,7 +522,9 @@ export class Coordinator {
     const old = this.epoch;
     this.epoch++;
     this.unsaved.clear(); // the old epoch's records are about to be dropped anyway
+    const world = this.table.world;
     this.table = new LeaseTable(this.opts.shards.map((s) => s.samples), { epoch: this.epoch, leaseMs: this.opts.config.leaseMs });
+    if (world) this.table.setPlan(world);
     this.metaDirty = true;
     void this.store.dropEpoch(old).catch((err) => log.warn('could not delete the shard records of a finished epoch', { epoch: old, error: String(err) }));
   }
@@ -468,6 +548,7 @@ export class Coordinator {
     } else this.metaDirty = true;
     this.table = new LeaseTable(samples, { epoch: this.epoch, leaseMs: config.leaseMs });
     this.table.restore(st.shards);
+    if (this.membership.generation.ring.length > 0) this.table.setPlan(this.membership.generation.ring.length);
     this.stages = st.run ? { phase: st.run.phase, stage: st.run.stage, stageStep: st.run.stageStep, step: st.run.step } : initialStages(this.opts.budgets);
     this.loss = st.run?.loss;
     this.checkpoint = st.run?.checkpoint;
@@ -479,6 +560,17 @@ export class Coordinator {
   }
 
   private async persist(): Promise<void> {
+    if (this.rewound) {
+      // Records written after the checkpoint (this epoch's or a later one's) must not outlive the rewind: purge them,
+      // then write every shard that is not in its initial state.
+      for (const e of this.rewound.dropEpochs) await this.store.dropEpoch(e);
+      this.rewound = undefined;
+      for (let i = 0; i < this.table.shardCount; i++) {
+        const r = this.table.record(i);
+        if (r.state !== 'pending' || r.offset > 0) this.unsaved.set(i, r);
+      }
+      this.table.takeChanges();
+    }
     const writes: Promise<unknown>[] = [];
     if (this.metaDirty) {
       this.metaDirtyEpoch = this.epoch;

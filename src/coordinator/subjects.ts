@@ -1,7 +1,7 @@
 // Every NATS subject and KV name the coordinator uses, scoped by run id, so two runs on one NATS never mix.
 // Trainers send JSON requests to `easel.run.<run>.coord.<verb>` and get a JSON reply (see docs/coordinator.md).
 
-export const VERBS = ['register', 'heartbeat', 'leave', 'lease', 'progress', 'complete', 'step', 'checkpoint', 'status', 'config'] as const;
+export const VERBS = ['register', 'heartbeat', 'leave', 'lease', 'progress', 'complete', 'step', 'checkpoint', 'cursor', 'rewind', 'status', 'config'] as const;
 export type Verb = (typeof VERBS)[number];
 
 const RUN_ID = /^[a-z0-9][a-z0-9-]*$/;

@@ -30,6 +30,20 @@ export interface DataCursor {
   sample: number;
 }
 
+/**
+ * Where a distributed run's data stood at the checkpointed step: the epoch its ranks read and every shard's
+ * consumed-sample offset in the coordinator's lease table (a TableSnapshot; a shard is done when its offset
+ * reaches its sample count). Rank 0 of a resumed run hands it back to the coordinator (the `rewind` verb).
+ */
+export interface FleetCursor {
+  fleet: { epoch: number; table: { epoch: number; offsets: string } };
+}
+
+/** A single process's loader position, or a distributed run's lease table. */
+export function isFleetCursor(c: DataCursor | FleetCursor | null | undefined): c is FleetCursor {
+  return typeof c === 'object' && c !== null && 'fleet' in c;
+}
+
 export interface Manifest {
   format: 1;
   easel_version: string;
@@ -40,7 +54,7 @@ export interface Manifest {
   stage_step: number;
   /** Steps done over all stages; also the checkpoint's folder name. */
   global_step: number;
-  data_cursor: DataCursor | null;
+  data_cursor: DataCursor | FleetCursor | null;
   /** Every random draw is seeded by deriveSeed(seed, stage, step, …): the base seed is the whole RNG state. */
   rng: { seed: number; derivation: string };
   skipped_steps: Record<string, number>;

@@ -3,12 +3,13 @@
 // gradient with the single-process step (step.ts), all-reduces it over NATS with the transport's ring, applies the
 // identical update on every rank, and reports the samples it consumed. Rank 0 writes checkpoints.
 //
-// One all-reduced vector per step carries, after the gradient, four numbers summed over the ranks and two per rank
+// One all-reduced vector per step carries, after the gradient, five numbers summed over the ranks and two per rank
 // (the shard and offset it read, so peers can report each other's progress):
-//   [ n·grad…, n, n·loss, stop, dataDone, (shard, offset) per rank ]
+//   [ n·grad…, n, n·loss, stop, dataDone, epochDone, (shard, offset) per rank ]
 // where n is the samples this rank contributed (0 when it has no shard), so the update is the sample-weighted mean
 // gradient even when ranks have unequal or empty batches; `stop` makes every rank stop after the same step (Ctrl-C
-// on any), and `dataDone` = W means no rank has data left (the run's epochs are read) and the run ends.
+// on any); `epochDone` = W means no rank has a shard of the epoch left, so all of them move to the next epoch
+// together; and `dataDone` = W means the run's epochs are read and the run ends.
 //
 // A generation change (heartbeat reply, or a collective that times out) abandons the step in flight: nothing of it
 // is applied or reported; the next generation starts with rank 0 broadcasting its state (weights, EMA, Adam state,
@@ -20,13 +21,14 @@
 // the gradient scaling in losses.ts). The gather and the all-reduce of a step share its step number and are told
 // apart by their order (the ring's sequence number); a gather that times out abandons the step like the reduce.
 //
-// Not bit-reproducible (unlike `easel train`): which rank reads which shard is decided by whose `lease` request
-// reaches the coordinator first, and that fixes the rows' order in CLIP's global batch and the ring's float32
-// summation order; at an epoch's end a rank whose request beats its peer's `complete` finds no shard and steps
-// with an empty batch. A resumed run re-leases the shards that the stopped ranks gave back, in the order they
-// left. Making it reproducible needs shards assigned by rank (not by request order) within a generation, the
-// epoch turnover decided at step boundaries, and the rank → (shard, offset) map of the checkpointed step restored
-// on resume (the design: docs/coordinator.md, Determinism).
+// Reproducible: with the same world size, a run resumed from a checkpoint applies the same batches in the same
+// order as the uninterrupted run, so its weights match bit for bit on a deterministic backend. Three things make
+// it so (docs/coordinator.md, Determinism): the coordinator assigns shards by rank (shard i to rank i mod W), not
+// by whose request comes first; an epoch turns over when the all-reduce says every rank is out of shards, never
+// because of the order in which requests arrive; and rank 0's checkpoints carry the lease table's offsets at the
+// checkpointed step, which rank 0 of the resumed run hands back to the coordinator (`rewind`) before any step.
+// A generation change during an epoch keeps exactly-once but not reproducibility (a survivor finishes its shard
+// even if the new plan gives that shard's residue to another rank).
 import { appendFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
@@ -42,7 +44,7 @@ import { CollectiveAbortedError, CollectiveTimeoutError, openRing, type Ring } f
 import { closeNats, natsCredentials, openNats } from '../transport/connection.ts';
 import { logger } from '../util/log.ts';
 import { deriveSeed } from '../util/rng.ts';
-import { checkResumable, optimizerTensors, readCheckpoint, restoreOptimizer, writeCheckpoint, type CheckpointData } from './checkpoint.ts';
+import { checkResumable, isFleetCursor, optimizerTensors, type FleetCursor, readCheckpoint, restoreOptimizer, writeCheckpoint, type CheckpointData } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
@@ -99,7 +101,11 @@ export interface DistributedResult {
 
 /** Thrown out of the reduce when every rank's batch was empty: nothing to apply. */
 class EmptyStep extends Error {
-  constructor(readonly allDone: boolean) {
+  constructor(
+    readonly allDone: boolean,
+    /** Every rank is out of shards of the epoch: all move to the next one. */
+    readonly epochDone: boolean,
+  ) {
     super('no rank had samples for this step');
   }
 }
@@ -112,12 +118,18 @@ interface WhereIs {
   /** Trainer ids in rank order. */
   ring: string[];
   phase: 'waiting' | 'training' | 'done';
+  /** The coordinator's open epoch. */
+  epoch?: number;
 }
 
 interface LeaseReply {
   lease: { shard: number; key: string; epoch: number; fromSample: number; samples: number } | null;
+  /** The run's epochs are all read. */
   done: boolean;
+  /** The epoch asked for is not finished yet (a peer's last report is in flight): ask again. */
+  retry?: boolean;
 }
+
 
 type Reply = { ok: true } & Record<string, unknown>;
 
@@ -232,6 +244,10 @@ class ShardFeed {
   private loader: Loader | undefined;
   /** Set when the coordinator had no shard left for us and said the epochs are done. */
   exhausted = false;
+  /** The epoch this trainer reads; every rank of a generation reads the same one (rank 0's, from the sync). */
+  epoch = 0;
+  /** The coordinator had no shard of `epoch` left for this rank: it steps with empty batches until the epoch turns. */
+  epochDone = false;
   /** Samples this trainer contributed to applied steps. */
   samples = 0;
 
@@ -241,12 +257,12 @@ class ShardFeed {
     private readonly config: RunConfig,
   ) {}
 
-  /** The next batch of `batchSize`, or undefined when no shard is free right now. */
+  /** The next batch of `batchSize`, or undefined when this rank has no shard of the epoch left. */
   async next(batchSize: number): Promise<{ batch: Batch; shard: number; key: string } | undefined> {
     if (batchSize !== this.batchSize) await this.rewind();
     this.batchSize = batchSize;
     for (;;) {
-      if (!this.lease && !(await this.acquire())) return undefined;
+      if (!this.lease && (this.epochDone || !(await this.acquire()))) return undefined;
       const lease = this.lease!;
       if (!this.loader) {
         this.loader = shardBatches({
@@ -293,15 +309,34 @@ class ShardFeed {
     this.lease = null;
   }
 
+  /** Every rank was out of shards in the same step: read the next epoch. */
+  nextEpoch(): void {
+    this.epoch++;
+    this.epochDone = false;
+  }
+
+  /** A new generation starts reading `epoch` (rank 0's): ask again for a shard, the plan may give this rank one. */
+  enter(epoch: number): void {
+    this.epoch = epoch;
+    this.epochDone = false;
+    this.exhausted = false;
+  }
+
   /** Gives the lease back implicitly (the coordinator releases it when we leave). */
   async close(): Promise<void> {
     await this.rewind();
   }
 
   private async acquire(): Promise<boolean> {
-    const r = await this.coord.call<LeaseReply>('lease');
+    let r = await this.coord.call<LeaseReply>('lease', { epoch: this.epoch });
+    // Every rank decided the epoch is over, but the coordinator has not seen a peer's last `complete` yet.
+    while (!r.lease && r.retry) {
+      await sleep(50);
+      r = await this.coord.call<LeaseReply>('lease', { epoch: this.epoch });
+    }
     if (!r.lease) {
       this.exhausted = r.done;
+      this.epochDone = true;
       return false;
     }
     this.exhausted = false;
@@ -390,6 +425,8 @@ class DistributedTrainer {
   private reregistering: Promise<void> | undefined;
   /** Trainer ids of the current generation, in rank order. */
   private ringIds: string[] = [];
+  /** The data cursor of the checkpoint this trainer resumed from, handed to the coordinator if it becomes rank 0. */
+  private rewindTo: { step: number; cursor: FleetCursor['fleet'] } | undefined;
 
   constructor(
     private readonly opts: DistributedOptions,
@@ -484,7 +521,9 @@ class DistributedTrainer {
     log.info('generation', { generation, rank, world: worldSize });
     try {
       if (rank === 0) await this.catchUp();
-      await this.sync(ring);
+      const rewound = rank === 0 ? await this.rewindRun(generation) : false;
+      await this.sync(ring, rewound);
+      this.rewindTo = undefined; // rank 0's state (and data position) is the run's now
       await this.feed.rewind();
       // A new generation (a joiner or a departure) is met at a step boundary.
       while (this.where.generation === ring.generation && this.where.rank === ring.rank) {
@@ -543,24 +582,25 @@ class DistributedTrainer {
     const peers: { trainer: string; shard: number; offset: number }[] = [];
     const reduce = async (flat: Float32Array): Promise<Float32Array> => {
       const L = flat.length;
-      const v = new Float32Array(L + 4 + 2 * ring.world);
+      const v = new Float32Array(L + 5 + 2 * ring.world);
       for (let i = 0; i < L; i++) v[i] = flat[i] * n;
       v[L] = n;
       v[L + 1] = localLoss * n;
       v[L + 2] = stopping ? 1 : 0;
       v[L + 3] = n === 0 && this.feed.exhausted ? 1 : 0;
-      if (next) v.set([next.shard + 1, next.batch.cursor.sample], L + 4 + 2 * ring.rank);
+      v[L + 4] = n === 0 && this.feed.epochDone ? 1 : 0;
+      if (next) v.set([next.shard + 1, next.batch.cursor.sample], L + 5 + 2 * ring.rank);
       const r = await ring.allReduce(v, { step: p.globalStep });
       arSeconds = r.seconds;
       // The ring returns means over ranks; multiply back to sums (rounded: these are small integers).
       const W = ring.world;
       const total = Math.round(r.values[L] * W);
       stop = r.values[L + 2] > 0;
-      if (total === 0) throw new EmptyStep(Math.round(r.values[L + 3] * W) === W);
+      if (total === 0) throw new EmptyStep(Math.round(r.values[L + 3] * W) === W, Math.round(r.values[L + 4] * W) === W);
       globalSamples = total;
       for (let q = 0; q < W; q++) {
-        const shard = Math.round(r.values[L + 4 + 2 * q] * W) - 1;
-        if (q !== ring.rank && shard >= 0) peers.push({ trainer: this.ringIds[q], shard, offset: Math.round(r.values[L + 5 + 2 * q] * W) });
+        const shard = Math.round(r.values[L + 5 + 2 * q] * W) - 1;
+        if (q !== ring.rank && shard >= 0) peers.push({ trainer: this.ringIds[q], shard, offset: Math.round(r.values[L + 6 + 2 * q] * W) });
       }
       globalLoss = r.values[L + 1] / r.values[L];
       if (r.nonFinite) return new Float32Array(L).fill(NaN);
@@ -594,7 +634,8 @@ class DistributedTrainer {
         await this.save(true);
         return 'data-exhausted';
       }
-      await sleep(200); // leases held by a dead trainer come back when they expire
+      if (err.epochDone) this.feed.nextEpoch();
+      else await sleep(200); // leases held by a dead trainer come back when they expire
       return undefined;
     } finally {
       if (device) disposeStageBatch(device);
@@ -644,10 +685,11 @@ class DistributedTrainer {
   }
 
   /** Rank 0's state on every rank: counters, all weights and EMA, and the current stage's Adam state. */
-  private async sync(ring: Ring): Promise<void> {
+  private async sync(ring: Ring, rewound: boolean): Promise<void> {
     const p = this.progress;
-    // [stage, stageStep, globalStep, has β-products, has moments, optimizer floats (hi, lo), skipped per stage…]
-    const header = new Float32Array(7 + STAGES.length);
+    // [stage, stageStep, globalStep, has β-products, has moments, optimizer floats (hi, lo), epoch, rewound,
+    //  skipped per stage…]
+    const header = new Float32Array(9 + STAGES.length);
     let body: Float32Array;
     if (ring.rank === 0) {
       // A stage in progress has its optimiser (maybe restored from a checkpoint just now) before it is sent.
@@ -656,14 +698,21 @@ class DistributedTrainer {
       const opt = saved.map(([, t]) => Float32Array.from(t.data as ArrayLike<number>));
       body = concat([...runWeights(this.models, this.ema).map(([, t]) => t.dataSync() as Float32Array), ...opt]);
       const optLen = opt.reduce((n, a) => n + a.length, 0);
-      header.set([p.stage, p.stageStep, p.globalStep, saved.some(([n]) => n === 'adam.acc_beta1') ? 1 : 0, saved.some(([n]) => n.endsWith('/m')) ? 1 : 0, Math.floor(optLen / 2 ** 20), optLen % 2 ** 20]);
-      STAGES.forEach((s, i) => (header[7 + i] = p.skipped[s] ?? 0));
+      // The epoch every rank reads from now on: the checkpoint's after a rewind, else this rank's (the coordinator's
+      // if that is later: an epoch the coordinator closed has nothing left to read).
+      const epoch = rewound ? this.feed.epoch : Math.max(this.feed.epoch, this.where.epoch ?? 0);
+      this.feed.enter(epoch);
+      header.set([p.stage, p.stageStep, p.globalStep, saved.some(([n]) => n === 'adam.acc_beta1') ? 1 : 0, saved.some(([n]) => n.endsWith('/m')) ? 1 : 0, Math.floor(optLen / 2 ** 20), optLen % 2 ** 20, epoch, rewound ? 1 : 0]);
+      STAGES.forEach((s, i) => (header[9 + i] = p.skipped[s] ?? 0));
       await ring.broadcast(header, { step: 0 });
       await ring.broadcast(body, { step: 0 });
       return;
     }
     await ring.broadcast(header, { step: 0 });
-    const [stage, stageStep, globalStep, hasBeta, hasMoments, optHi, optLo] = header;
+    const [stage, stageStep, globalStep, hasBeta, hasMoments, optHi, optLo, epoch, rewound0] = header;
+    // After a rewind the coordinator's table no longer has the lease this rank held: read from a new one.
+    if (rewound0) await this.feed.drop();
+    this.feed.enter(epoch);
     const weights = runWeights(this.models, this.ema);
     const weightsLen = weights.reduce((n, [, t]) => n + t.size, 0);
     body = new Float32Array(weightsLen + optHi * 2 ** 20 + optLo);
@@ -675,7 +724,7 @@ class DistributedTrainer {
       tf.tidy(() => v.assign(tf.tensor(slice, v.shape, 'float32')));
       off += v.size;
     }
-    this.progress = { stage, stageStep, globalStep, skipped: Object.fromEntries(STAGES.map((s, i) => [s, header[7 + i]]).filter(([, n]) => n)), loss: { ...p.loss } };
+    this.progress = { stage, stageStep, globalStep, skipped: Object.fromEntries(STAGES.map((s, i) => [s, header[9 + i]]).filter(([, n]) => n)), loss: { ...p.loss } };
     this.optimizer?.opt.dispose();
     this.optimizer = undefined;
     this.resumedOptimizer = undefined;
@@ -729,7 +778,40 @@ class DistributedTrainer {
     this.optimizer = undefined;
     if (ckpt.optimizer) this.resumedOptimizer = { stage, stageStep: m.stage_step, saved: ckpt.optimizer };
     this.savedStep = m.global_step;
+    this.rewindTo = isFleetCursor(m.data_cursor) ? { step: m.global_step, cursor: m.data_cursor.fleet } : undefined;
+    if (!this.rewindTo) log.warn('the checkpoint has no data cursor of a distributed run: the data continues where the coordinator stands', { from: ckpt.url });
     log.info('resuming', { from: ckpt.url, stage: m.stage, step: m.stage_step, global_step: m.global_step });
+  }
+
+  /**
+   * Rank 0 that resumed from a checkpoint (and took no step since) puts the coordinator's data back where the
+   * checkpoint was taken, before any rank leases a shard (the others wait in the sync). Returns whether it did.
+   */
+  private async rewindRun(generation: number): Promise<boolean> {
+    const to = this.rewindTo;
+    if (!to || to.step !== this.progress.globalStep) return false;
+    try {
+      await this.coord.call('rewind', { generation, step: to.step, table: to.cursor.table });
+    } catch (err) {
+      if (!(err instanceof CoordinatorRefusal)) throw err;
+      log.warn('the coordinator refused to rewind the data to the checkpoint: the data continues where it stands', { error: err.message });
+      return false;
+    }
+    await this.feed.drop();
+    this.feed.enter(to.cursor.epoch);
+    log.info('data rewound to the checkpoint', { step: to.step, epoch: to.cursor.epoch });
+    return true;
+  }
+
+  /** The coordinator's lease table now, with the epoch the ranks read: the data position of this checkpoint. */
+  private async dataCursor(): Promise<FleetCursor | null> {
+    try {
+      const r = await this.coord.call<{ table: { epoch: number; offsets: string } }>('cursor');
+      return { fleet: { epoch: this.feed.epoch, table: r.table } };
+    } catch (err) {
+      log.warn('no data cursor for this checkpoint (a resume continues the data where the coordinator stands)', { error: String(err) });
+      return null;
+    }
   }
 
   /** Rank 0 writes a checkpoint of the last applied step (with the stage's Adam state unless the stage is done). */
@@ -752,7 +834,9 @@ class DistributedTrainer {
             stage,
             stage_step: p.stage >= STAGES.length ? config.stages[stage].steps : p.stageStep,
             global_step: p.globalStep,
-            data_cursor: null,
+            // Every rank's progress of this step was reported (own and peers', awaited before saving) and no rank can
+            // finish the next step without rank 0: the table now is the table at this step.
+            data_cursor: await this.dataCursor(),
             rng: { seed: config.seed, derivation: 'deriveSeed(seed, purpose, …): model init (1, stage), data order (2), step (3, stage, step, rank)' },
             skipped_steps: p.skipped,
             loss: p.loss,

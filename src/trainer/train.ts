@@ -10,7 +10,7 @@ import { listShards } from '../data/webdataset/index.ts';
 import { initBackend } from '../model/backend.ts';
 import { logger } from '../util/log.ts';
 import { deriveSeed } from '../util/rng.ts';
-import { readCheckpoint, restoreOptimizer, writeCheckpoint, assignWeights, checkResumable, type CheckpointData, type ManifestInput } from './checkpoint.ts';
+import { readCheckpoint, restoreOptimizer, writeCheckpoint, assignWeights, checkResumable, isFleetCursor, type CheckpointData, type ManifestInput } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
 import { buildModels, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
@@ -141,11 +141,13 @@ async function trainModels(config: RunConfig, opts: TrainOptions, models: Models
       stage: STAGES.indexOf(m.stage as StageName),
       stageStep: m.stage_step,
       globalStep: m.global_step,
-      cursor: m.data_cursor,
+      // A distributed run's checkpoint carries the fleet's lease table, not a loader position: start the data over.
+      cursor: isFleetCursor(m.data_cursor) ? null : m.data_cursor,
       skipped: { ...m.skipped_steps },
       loss: { ...m.loss },
     });
     if (progress.stage < 0) throw new Error(`${resumed.url}: unknown stage '${m.stage}' in manifest`);
+    if (isFleetCursor(m.data_cursor)) log.warn('the checkpoint comes from a distributed run: one process reads the data from the start of its epoch', { from: resumed.url });
     log.info('resuming', { from: resumed.url, stage: m.stage, step: m.stage_step, global_step: m.global_step });
   }
 

@@ -134,3 +134,72 @@ test('empty shards count as done when reached', () => {
   assert.deepEqual(t.complete(1, 'a', 2), { ok: true });
   assert.ok(t.finished());
 });
+
+test('under a plan of W ranks, rank r reads the shards i ≡ r (mod W) in ascending order, whatever the request order', () => {
+  const take = (order: number[]) => {
+    const t = new LeaseTable(new Array(10).fill(4), { leaseMs: 1000 });
+    t.setPlan(3);
+    const got: number[][] = [[], [], []];
+    // Ranks ask in the given order, each completing what it got before asking again.
+    for (const r of order) {
+      const l = t.lease(`t${r}`, 0, r);
+      if (!l) continue;
+      got[r].push(l.shard);
+      assert.deepEqual(t.complete(l.shard, `t${r}`, 4), { ok: true });
+    }
+    assert.ok(t.finished());
+    return got;
+  };
+  const expected = [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]];
+  assert.deepEqual(take([0, 1, 2, 0, 1, 2, 0, 1, 2, 0]), expected);
+  assert.deepEqual(take([2, 2, 2, 1, 1, 1, 0, 0, 0, 0]), expected);
+  // A rank whose residue is read gets nothing, although other residues still have pending shards.
+  const t = new LeaseTable([4, 4, 4], { leaseMs: 1000 });
+  t.setPlan(2);
+  assert.equal(t.lease('b', 0, 1)?.shard, 1);
+  t.complete(1, 'b', 4);
+  assert.equal(t.lease('b', 0, 1), undefined);
+  assert.ok(t.nothingPendingFor(1));
+  assert.equal(t.nothingPendingFor(0), false);
+  // Without a rank (a fallback), the lowest pending shard of any residue.
+  assert.equal(t.lease('x', 0)?.shard, 0);
+});
+
+test('a shard given back under a plan goes to the lowest-first queue of its residue, at its offset; a new plan re-deals pending shards', () => {
+  const t = new LeaseTable(new Array(6).fill(10), { leaseMs: 1000 });
+  t.setPlan(2);
+  const a = t.lease('a', 0, 0)!;
+  assert.equal(a.shard, 0);
+  t.progress(0, 'a', 7);
+  t.release('a');
+  const again = t.lease('a2', 0, 0)!;
+  assert.deepEqual([again.shard, again.fromSample], [0, 7]);
+  t.release('a2');
+  // World 3: shard 0 (pending at 7) belongs to rank 0, shard 4 to rank 1, shard 2 and 5 to rank 2.
+  t.setPlan(3);
+  assert.deepEqual([t.lease('r1', 0, 1)?.shard, t.lease('r2', 0, 2)?.shard, t.lease('r0', 0, 0)?.shard], [1, 2, 0]);
+  assert.equal(t.leaseOf(0)?.fromSample, 7);
+  assert.equal(t.stats().samplesSeen, 7);
+});
+
+test('a table snapshot (offsets only) rebuilds the epoch: shards at their end are done, the rest pending at their offset', () => {
+  const t = new LeaseTable([5, 0, 8, 6], { epoch: 2, leaseMs: 1000 });
+  t.setPlan(2);
+  const l0 = t.lease('a', 0, 0)!;
+  t.complete(l0.shard, 'a', 5);
+  const l2 = t.lease('a', 0, 0)!;
+  t.progress(l2.shard, 'a', 3);
+  const l3 = t.lease('b', 0, 1)!; // shard 1 is empty: done on reach, so rank 1 gets shard 3
+  assert.equal(l3.shard, 3);
+  t.progress(3, 'b', 6); // read to its end, complete not yet arrived
+  const snap = JSON.parse(JSON.stringify(t.snapshot()));
+  const u = LeaseTable.fromSnapshot([5, 0, 8, 6], snap, { leaseMs: 1000 });
+  assert.equal(u.epoch, 2);
+  assert.deepEqual(u.stats(), { pending: 1, leased: 0, done: 3, samplesSeen: 5 + 3 + 6, expectedSamples: 19 });
+  u.setPlan(2);
+  assert.equal(u.lease('b', 0, 1), undefined, "rank 1's residue is read");
+  const back = u.lease('a', 0, 0)!;
+  assert.deepEqual([back.shard, back.fromSample], [2, 3]);
+  assert.throws(() => LeaseTable.fromSnapshot([5, 0, 8], snap, { leaseMs: 1000 }), /offsets for 4 shards, but the dataset has 3/);
+  assert.throws(() => LeaseTable.fromSnapshot([5, 0, 2, 6], snap, { leaseMs: 1000 }), /3 samples of shard 2 were read, but it has 2/);
+});
