@@ -108,7 +108,8 @@ class ShardQueue {
 
 /** Min-heap of shard indices (a plan's residue); an index may be pushed again after it was popped. */
 class IndexHeap {
-  private a: number[] = [];
+  /** `sorted` ascending is already a valid min-heap: building a plan's heaps is one pass, no sifting. */
+  constructor(private a: number[] = []) {}
   get size(): number {
     return this.a.length;
   }
@@ -280,7 +281,7 @@ export class LeaseTable {
   setPlan(world: number): void {
     if (!Number.isInteger(world) || world < 1) throw new Error(`a plan needs a world size >= 1, not ${world}`);
     if (this.plan?.world === world) return;
-    this.plan = { world, residues: Array.from({ length: world }, () => new IndexHeap()) };
+    this.plan = { world, residues: [] };
     this.rebuildPending();
   }
 
@@ -513,15 +514,22 @@ export class LeaseTable {
   /** Refills the FIFO (in `order`, then index order) or the plan's heaps from the per-shard states. */
   private rebuildPending(order?: number[]): void {
     while (this.pending.shift() !== undefined);
-    if (this.plan) this.plan.residues = Array.from({ length: this.plan.world }, () => new IndexHeap());
+    if (this.plan) {
+      // Under a plan the order is the shard index, whatever `order` says.
+      const W = this.plan.world;
+      const sorted: number[][] = Array.from({ length: W }, () => []);
+      for (let i = 0; i < this.shardCount; i++) if (this.states[i] === PENDING) sorted[i % W]!.push(i);
+      this.plan.residues = sorted.map((a) => new IndexHeap(a));
+      return;
+    }
     const seen = new Uint8Array(this.shardCount);
-    const add = (s: number) => {
-      seen[s] = 1;
-      if (this.plan) this.plan.residues[s % this.plan.world]!.push(s);
-      else this.pending.push(s);
-    };
-    for (const s of order ?? []) if (this.states[s] === PENDING && !seen[s]) add(s);
-    for (let i = 0; i < this.shardCount; i++) if (this.states[i] === PENDING && !seen[i]) add(i);
+    for (const s of order ?? []) {
+      if (this.states[s] === PENDING && !seen[s]) {
+        seen[s] = 1;
+        this.pending.push(s);
+      }
+    }
+    for (let i = 0; i < this.shardCount; i++) if (this.states[i] === PENDING && !seen[i]) this.pending.push(i);
   }
 
   private unlease(shard: number): void {

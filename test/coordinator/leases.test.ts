@@ -53,10 +53,12 @@ test('reports from a trainer that lost its lease are refused with a reason', () 
   assert.equal((t2.progress(0, 'x', 1) as { reason: string }).reason, 'not-leased');
 });
 
-test('no sample lost or doubled across a simulated epoch with random trainer deaths and expiries (counted)', () => {
+for (const plan of [false, true]) {
+test(`no sample lost or doubled across a simulated epoch with random trainer deaths and expiries (counted)${plan ? ', under a plan re-dealt at every death' : ''}`, () => {
   const rng = new Rng(7);
   const sizes = Array.from({ length: 200 }, () => Math.floor(rng.float() * 20));
   const t = new LeaseTable(sizes, { leaseMs: 50 });
+  if (plan) t.setPlan(4);
   const consumed = new Array<number>(sizes.length).fill(0); // samples each shard yielded to applied steps
   const held = new Map<string, { shard: number; at: number; end: number; start: number }>();
   let now = 0;
@@ -68,7 +70,7 @@ test('no sample lost or doubled across a simulated epoch with random trainer dea
     for (const id of [...trainers]) {
       let h = held.get(id);
       if (!h) {
-        const l = t.lease(id, now);
+        const l = t.lease(id, now, plan ? trainers.indexOf(id) : undefined);
         if (!l) continue;
         h = { shard: l.shard, at: l.fromSample, start: l.fromSample, end: l.samples };
         held.set(id, h);
@@ -79,6 +81,7 @@ test('no sample lost or doubled across a simulated epoch with random trainer dea
         trainers.splice(trainers.indexOf(id), 1, `t${trainers.length + ++deaths + 10}`);
         held.delete(id);
         t.release(id);
+        if (plan) t.setPlan(deaths % 2 ? 3 : 4); // a generation change: the survivors' plan is re-dealt
         continue;
       }
       if (r < 0.08) continue; // a stall: the lease may expire under it
@@ -102,6 +105,7 @@ test('no sample lost or doubled across a simulated epoch with random trainer dea
   const total = sizes.reduce((a, b) => a + b, 0);
   assert.deepEqual(t.stats(), { pending: 0, leased: 0, done: 200, samplesSeen: total, expectedSamples: total });
 });
+}
 
 test('the table survives a JSON round trip and persisted shard records', () => {
   const t = new LeaseTable([5, 6, 7, 8], { epoch: 2, leaseMs: 100 });
