@@ -1,6 +1,8 @@
 // `npm run bench -- allreduce [--sizes 4,16,64] [--worlds 2,3] [--iters 5] [--warmup 2] [--max-payload 1048576] [--wire f32]
 //                              [--window <bytes>] [--checksum true|false]`  (the ring's credit window and CRC-32 of
 //                              chunk bodies; defaults: CollectiveOptions' defaults)
+//                              [--modes ring,raw-burst,raw-paced]  (a subset, e.g. `--modes ring` to profile one side;
+//                              the ratio needs ring and at least one raw way)
 //
 // Bus bandwidth of easel's ring all-reduce over NATS against raw NATS pub/sub in the same run, ranks as separate
 // processes on one nats-server (started here on a loopback port).
@@ -83,6 +85,7 @@ async function main(): Promise<void> {
       wire: { type: 'string', default: 'f32' },
       window: { type: 'string' },
       checksum: { type: 'string', default: 'true' },
+      modes: { type: 'string', default: MODES.join(',') },
     },
   });
   const sizes = values.sizes!.split(',').map(Number);
@@ -92,6 +95,9 @@ async function main(): Promise<void> {
   const wire = values.wire as Job['wire'];
   const windowBytes = values.window === undefined ? undefined : Number(values.window);
   const checksum = values.checksum !== 'false';
+  const modes = values.modes!.split(',') as Mode[];
+  const unknown = modes.filter((m) => !MODES.includes(m));
+  if (unknown.length || modes.length === 0) throw new Error(`--modes: unknown ${unknown.join(',') || '(none)'}; choose from ${MODES.join(',')}`);
   const started = performance.now();
   const nats = await startNats({ jetstream: false, maxPayload: Number(values['max-payload']) });
   const ctl = await openNats({ servers: nats.url, name: 'bench-conductor' });
@@ -105,11 +111,12 @@ async function main(): Promise<void> {
         for (const size of sizes) {
           const bytes = size * MB;
           const reps = Math.max(iters, Math.round((iters * 16) / size));
-          const job: Job = { id: ++jobId, bytes, world, wire, windowBytes, checksum, schedule: schedule(warmup, reps) };
+          const job: Job = { id: ++jobId, bytes, world, wire, windowBytes, checksum, schedule: schedule(modes, warmup, reps) };
           const results = await runJob(ctl, job);
           const ring = summarise(job, results, 'ring', warmup);
           const [burst, paced] = [summarise(job, results, 'raw-burst', warmup), summarise(job, results, 'raw-paced', warmup)];
-          const raw = paced.wall.median < burst.wall.median ? paced : burst;
+          // A side left out by --modes has NaN statistics (and so does the ratio).
+          const raw = paced.wall.median < burst.wall.median || Number.isNaN(burst.wall.median) ? paced : burst;
           const moved = (2 * (world - 1)) / world;
           const busbw = (t: number) => round((bytes * moved) / t / MB, 1);
           const row = {
@@ -171,10 +178,10 @@ async function main(): Promise<void> {
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
 
 /** `warmup` of each side, then `reps` of each interleaved, the order reversed every round: ABC CBA ABC … */
-function schedule(warmup: number, reps: number): Mode[] {
+function schedule(modes: Mode[], warmup: number, reps: number): Mode[] {
   const out: Mode[] = [];
-  for (let i = 0; i < warmup; i++) out.push(...MODES);
-  for (let i = 0; i < reps; i++) out.push(...(i % 2 ? [...MODES].reverse() : MODES));
+  for (let i = 0; i < warmup; i++) out.push(...modes);
+  for (let i = 0; i < reps; i++) out.push(...(i % 2 ? [...modes].reverse() : modes));
   return out;
 }
 
@@ -184,6 +191,7 @@ interface Stats {
   max: number;
 }
 function stats(xs: number[]): Stats {
+  if (xs.length === 0) return { median: NaN, min: NaN, max: NaN };
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return { median: s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2, min: s[0], max: s[s.length - 1] };
@@ -193,8 +201,9 @@ function stats(xs: number[]): Stats {
 function summarise(job: Job, results: JobResult[], mode: Mode, warmup: number): { wall: Stats; cpu: Stats } {
   const walls: number[] = [];
   const cpus: number[] = [];
+  let seen = 0;
   job.schedule.forEach((m, i) => {
-    if (m !== mode || i < MODES.length * warmup) return;
+    if (m !== mode || seen++ < warmup) return;
     walls.push(Math.max(...results.map((r) => r.seconds[i])));
     cpus.push(results.reduce((a, r) => a + r.cpu[i], 0));
   });

@@ -120,6 +120,41 @@ function copyOf(bytes: Uint8Array): Uint8Array {
   return out;
 }
 
+// The per-element loops live in small functions of their own: inside a large method with many branches V8
+// optimises a hot loop on-stack, then throws that code away at the first branch it has not seen yet, and the next
+// chunk's loop starts again in the interpreter (measured in the bench: ~7 ms/MB instead of ~0.4 ms/MB).
+
+/** out[i] = a[i] + b[i] (float32 rounding); `out` may be `a`. */
+function addInto(out: Float32Array, a: Float32Array, b: Float32Array): void {
+  for (let i = 0; i < out.length; i++) out[i] = a[i] + b[i];
+}
+
+/**
+ * The owner's last hop in one pass: dst[i] = out[i] = (dst[i] + body[i]) / w, the sum rounded to float32 before
+ * the division (exactly dst[i] += body[i]; dst[i] /= w). False if some result is NaN or ±Inf.
+ */
+function meanInto(dst: Float32Array, out: Float32Array, body: Float32Array, w: number): boolean {
+  let finite = true;
+  for (let i = 0; i < dst.length; i++) {
+    const mean = Math.fround(Math.fround(dst[i] + body[i]) / w);
+    dst[i] = mean;
+    out[i] = mean;
+    if (mean - mean !== 0) finite = false;
+  }
+  return finite;
+}
+
+function divideBy(values: Float32Array, w: number): void {
+  for (let i = 0; i < values.length; i++) values[i] /= w;
+}
+
+/** No NaN or ±Inf in `values`. */
+function allFinite(values: Float32Array): boolean {
+  let finite = true;
+  for (let i = 0; i < values.length; i++) if (values[i] - values[i] !== 0) finite = false;
+  return finite;
+}
+
 /** One collective in flight on this rank. */
 interface Op {
   kind: Kind;
@@ -217,11 +252,7 @@ export class Ring {
   async allReduce(values: Float32Array, { step, inPlace = false }: { step: number; inPlace?: boolean }): Promise<AllReduceResult> {
     const t0 = performance.now();
     const buf = inPlace ? values : new Float32Array(values);
-    if (this.world === 1) {
-      let bad = false;
-      for (let i = 0; i < buf.length; i++) if (buf[i] - buf[i] !== 0) bad = true;
-      return { values: buf, nonFinite: bad, seconds: (performance.now() - t0) / 1000 };
-    }
+    if (this.world === 1) return { values: buf, nonFinite: !allFinite(buf), seconds: (performance.now() - t0) / 1000 };
     const dtype = WIRE_DTYPE[this.options.wire];
     const op = await this.run_(Kind.AllReduce, step, dtype, segmentSpans(buf.length, this.world), buf);
     return { values: buf, nonFinite: (op.flags & FLAG_NONFINITE) !== 0, seconds: (performance.now() - t0) / 1000 };
@@ -426,32 +457,22 @@ export class Ring {
       const msg = this.outgoing(op, cs.length);
       const out = new Float32Array(msg.buffer, msg.byteOffset + HEADER_BYTES, cs.length);
       if (!last) {
-        for (let i = 0; i < out.length; i++) out[i] = dst[i] + body[i];
+        addInto(out, dst, body);
         this.post(op, msg, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk, op.flags);
       } else {
-        // Math.fround: the sum is rounded to float32 before the division, exactly as dst[i] += …; dst[i] /= w.
-        const w = this.world;
-        let bad = false;
-        for (let i = 0; i < out.length; i++) {
-          const mean = Math.fround(Math.fround(dst[i] + body[i]) / w);
-          dst[i] = mean;
-          out[i] = mean;
-          if (mean - mean !== 0) bad = true;
-        }
-        if (bad) op.flags |= FLAG_NONFINITE;
+        if (!meanInto(dst, out, body, this.world)) op.flags |= FLAG_NONFINITE;
         this.post(op, msg, Phase.AllGather, 0, h.segment, h.chunk, op.flags);
       }
     } else if (rsPhase) {
-      for (let i = 0; i < dst.length; i++) dst[i] += body[i];
+      addInto(dst, dst, body);
       if (!last) {
         this.sendChunk(op, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk);
       } else {
         // This rank owns the segment: its final bytes are the ones every rank will hold.
-        const w = this.world;
-        for (let i = 0; i < dst.length; i++) dst[i] /= w;
+        divideBy(dst, this.world);
         if (op.dtype === Dtype.BF16) decodeBf16(encodeBf16(dst), dst);
         if (op.dtype === Dtype.F16) decodeF16(encodeF16(dst), dst);
-        for (let i = 0; i < dst.length; i++) if (dst[i] - dst[i] !== 0) op.flags |= FLAG_NONFINITE;
+        if (!allFinite(dst)) op.flags |= FLAG_NONFINITE;
         this.sendChunk(op, Phase.AllGather, 0, h.segment, h.chunk);
       }
     } else {
