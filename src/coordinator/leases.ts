@@ -106,6 +106,29 @@ class ShardQueue {
   }
 }
 
+/** The shards changed since the last take(): a flag per shard and a list, no hashing (this runs on every request). */
+class DirtySet {
+  private readonly flag: Uint8Array;
+  private list: number[] = [];
+  constructor(n: number) {
+    this.flag = new Uint8Array(n);
+  }
+  add(shard: number): void {
+    if (this.flag[shard]) return;
+    this.flag[shard] = 1;
+    this.list.push(shard);
+  }
+  take(): number[] {
+    const out = this.list;
+    this.list = [];
+    for (const s of out) this.flag[s] = 0;
+    return out;
+  }
+  clear(): void {
+    this.take();
+  }
+}
+
 /** Min-heap of shard indices (a plan's residue); an index may be pushed again after it was popped. */
 class IndexHeap {
   /** `sorted` ascending is already a valid min-heap: building a plan's heaps is one pass, no sifting. */
@@ -215,7 +238,7 @@ export class LeaseTable {
   samplesSeen = 0;
   readonly expectedSamples: number;
   /** Shards whose state changed since the last takeChanges(). */
-  private changed = new Set<number>();
+  private readonly changed: DirtySet;
 
   /** `samples[i]` = samples in shard i; shards are handed out in index order (the caller shuffles if it wants). */
   constructor(samples: ArrayLike<number>, opts: { epoch?: number; leaseMs: number }) {
@@ -230,6 +253,8 @@ export class LeaseTable {
     this.pending = new ShardQueue(n);
     for (let i = 0; i < n; i++) this.pending.push(i);
     this.counts = { pending: n, leased: 0, done: 0 };
+    this.changed = new DirtySet(n);
+    this.leaseFrom = new Uint32Array(n);
     let total = 0;
     for (let i = 0; i < n; i++) total += this.samples[i]!;
     this.expectedSamples = total;
@@ -263,6 +288,7 @@ export class LeaseTable {
     }
     if (shard === undefined) return undefined;
     this.setState(shard, LEASED);
+    this.leaseFrom[shard] = this.offsets[shard]!;
     this.owner[shard] = trainer;
     this.expiry[shard] = now + this.leaseMs;
     this.heap.push(now + this.leaseMs, shard);
@@ -353,7 +379,7 @@ export class LeaseTable {
   complete(shard: number, trainer: string, samplesConsumed: number): Outcome {
     const bad = this.checkOwner(shard, trainer);
     if (bad) return bad;
-    const leaseStart = this.leaseStart.get(shard) ?? this.offsets[shard]!;
+    const leaseStart = this.leaseFrom[shard]!;
     if (leaseStart + samplesConsumed !== this.samples[shard]) {
       return refuse(
         'bad-offset',
@@ -383,13 +409,13 @@ export class LeaseTable {
   release(trainer: string): number[] {
     const shards = this.leasesOf(trainer);
     for (const s of shards) this.reclaim(s);
+    this.byTrainer.delete(trainer);
     return shards;
   }
 
   /** Shards changed since the last call, as records to persist. */
   takeChanges(): ShardRecord[] {
-    const out = [...this.changed].map((s) => this.record(s));
-    this.changed.clear();
+    const out = this.changed.take().map((s) => this.record(s));
     return out;
   }
 
@@ -399,14 +425,14 @@ export class LeaseTable {
     if (state === 'leased') {
       r.trainer = this.owner[shard];
       r.expiresAt = this.expiry[shard];
-      r.from = this.leaseStart.get(shard) ?? r.offset;
+      r.from = this.leaseFrom[shard];
     }
     return r;
   }
 
   toJSON(): LeaseTableState {
     const leases: LeaseTableState['leases'] = [];
-    for (const [trainer, set] of this.byTrainer) for (const shard of set) leases.push({ shard, trainer, expiresAt: this.expiry[shard]!, from: this.leaseStart.get(shard) ?? this.offsets[shard]! });
+    for (const [trainer, set] of this.byTrainer) for (const shard of set) leases.push({ shard, trainer, expiresAt: this.expiry[shard]!, from: this.leaseFrom[shard]! });
     return {
       epoch: this.epoch,
       leaseMs: this.leaseMs,
@@ -454,7 +480,7 @@ export class LeaseTable {
         let mine = this.byTrainer.get(r.trainer);
         if (!mine) this.byTrainer.set(r.trainer, (mine = new Set()));
         mine.add(r.shard);
-        this.leaseStart.set(r.shard, r.from ?? r.offset);
+        this.leaseFrom[r.shard] = r.from ?? r.offset;
       }
     }
     // Recount and rebuild the queue from the per-shard states.
@@ -464,11 +490,11 @@ export class LeaseTable {
     this.changed.clear();
   }
 
-  // Where the current lease of a shard started; complete() checks the lessee's count against it.
-  private leaseStart = new Map<number, number>();
+  // Where the current lease of a shard started (valid while it is leased); complete() checks the lessee's count
+  // against it.
+  private readonly leaseFrom: Uint32Array;
 
   private describe(shard: number): Lease {
-    if (!this.leaseStart.has(shard)) this.leaseStart.set(shard, this.offsets[shard]!);
     return { shard, trainer: this.owner[shard]!, fromSample: this.offsets[shard]!, samples: this.samples[shard]!, expiresAt: this.expiry[shard]! };
   }
 
@@ -536,18 +562,22 @@ export class LeaseTable {
     const t = this.owner[shard];
     if (t !== undefined) {
       const mine = this.byTrainer.get(t);
+      // An emptied set stays: its trainer leases again at once (release() drops it when the trainer goes).
       mine?.delete(shard);
-      if (mine && mine.size === 0) this.byTrainer.delete(t);
     }
     this.owner[shard] = undefined;
-    this.leaseStart.delete(shard);
   }
 
   private setState(shard: number, state: number): void {
     const old = this.states[shard]!;
     if (old !== state) {
-      this.counts[SHARD_STATES[old]!]--;
-      this.counts[SHARD_STATES[state]!]++;
+      const c = this.counts;
+      if (old === PENDING) c.pending--;
+      else if (old === LEASED) c.leased--;
+      else c.done--;
+      if (state === PENDING) c.pending++;
+      else if (state === LEASED) c.leased++;
+      else c.done++;
       this.states[shard] = state;
     }
     this.changed.add(shard);
