@@ -14,9 +14,10 @@ const HELP = `usage: easel eval --checkpoint <url> --data <url> [--out eval.json
   --prior-steps <s>      prior sampling steps (default 25)
   --guidance <g>         decoder classifier-free guidance (default 3)
   --prior-guidance <g>   prior classifier-free guidance (default 1)
+  --sampler <s>          decoder sampler: ddim or ddpm (default ddim)
   --seed <n>             seed (default 0)`;
 
-const FLAGS = { samples: 'samples', generate: 'generate', steps: 'steps', 'prior-steps': 'priorSteps', guidance: 'guidance', 'prior-guidance': 'priorGuidance', seed: 'seed' } as const;
+const FLAGS = { samples: 'samples', generate: 'generate', steps: 'steps', 'prior-steps': 'priorSteps', guidance: 'guidance', 'prior-guidance': 'priorGuidance', sampler: 'sampler', seed: 'seed' } as const;
 
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(
