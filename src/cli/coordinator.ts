@@ -64,18 +64,23 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   }
   const budgets = { clip: runConfig.stages.clip.steps, prior: runConfig.stages.prior.steps, decoder: runConfig.stages.decoder.steps };
-  const c = await Coordinator.start({ nc, run: runConfig.name, config, runConfig, budgets, shards: dataset.shards, filterDropped: dataset.dropped });
+  let superseded: ((by: { id: string; term: number }) => void) | undefined;
+  const c = await Coordinator.start({ nc, run: runConfig.name, config, runConfig, budgets, shards: dataset.shards, filterDropped: dataset.dropped, onSuperseded: (by) => superseded?.(by) });
   const http = await startHttpServer(c, { port: config.httpPort, host: config.httpHost });
   // One line on stdout, for launchers and scripts: where to scrape and ask.
   console.log(JSON.stringify({ run: runConfig.name, http: http.url, shards: dataset.shards.length }));
   log.info('serving', { http: http.url, run: runConfig.name });
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
+  const code = await new Promise<number>((resolve) => {
+    process.once('SIGINT', () => resolve(0));
+    process.once('SIGTERM', () => resolve(0));
+    superseded = (by) => {
+      console.error(`easel coordinator: another coordinator (${by.id}, term ${by.term}) took over run ${runConfig.name}; this one stopped`);
+      resolve(3);
+    };
   });
   log.info('stopping');
   await c.stop();
   await http.close();
   await closeNats(nc);
-  return 0;
+  return code;
 }

@@ -25,6 +25,8 @@ export function createMetrics(run: string, checkpointAgeSeconds: () => number | 
     registered: new Gauge({ name: 'easel_registered_trainers', help: 'registered trainers, including those waiting for the next generation', registers: r }),
     generation: new Gauge({ name: 'easel_generation', help: 'number of the current generation', registers: r }),
     generationChanges: new Counter({ name: 'easel_generation_changes_total', help: 'generations formed after the first (a trainer died, left or joined)', registers: r }),
+    superseded: new Gauge({ name: 'easel_coordinator_superseded', help: '1 once another coordinator claimed this run (this one stopped answering)', registers: r }),
+    leaderTerm: new Gauge({ name: 'easel_coordinator_term', help: 'leadership term of this coordinator (each coordinator started for the run claims the next)', registers: r }),
     trainerDeaths: new Counter({ name: 'easel_trainer_deaths_total', help: 'trainers declared dead for missing heartbeats', registers: r }),
     shards: new Gauge({ name: 'easel_shards', help: 'shards of the current epoch by state', labelNames: ['state'], registers: r }),
     samplesSeen: new Gauge({ name: 'easel_samples_seen', help: 'samples consumed this epoch (gradients applied), each counted once', registers: r }),

@@ -4,6 +4,7 @@
 //
 // Requests are handled one at a time (one subscription, awaited in order; the periodic tick joins the same
 // queue), so the lease table, membership and stages never see interleaved updates.
+import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { Msg, NatsConnection, Subscription } from 'nats';
 import { z } from 'zod';
@@ -14,7 +15,7 @@ import { LeaseTable, type ShardRecord, type TableSnapshot } from './leases.ts';
 import { Membership, type Generation } from './membership.ts';
 import { createMetrics, type CoordinatorMetrics } from './metrics.ts';
 import { completeStep, initialStages, type StageBudgets, type StageState } from './stages.ts';
-import { StateStore, type CheckpointRecord, type RunRecord } from './store.ts';
+import { StateStore, type CheckpointRecord, type LeaderRecord, type RunRecord } from './store.ts';
 import { VERBS, coordWildcard, generationSubject, type Verb } from './subjects.ts';
 
 const log = logger('coordinator');
@@ -42,6 +43,11 @@ export interface CoordinatorOptions {
   clock?: () => number;
   /** Start the periodic tick (default true; tests call tick() themselves). */
   ticking?: boolean;
+  /**
+   * Another coordinator claimed the run (a second one was started): this one has stopped answering. `easel
+   * coordinator` exits on it.
+   */
+  onSuperseded?: (by: LeaderRecord) => void;
 }
 
 /** The JSON served at /status (and answered to the `status` verb). */
@@ -117,6 +123,9 @@ export class Coordinator {
   private readonly perEpoch: number;
   private readonly clock: () => number;
   private started = false;
+  /** This coordinator's claim on the run (see StateStore.claimLeader); checked on every tick. */
+  private leader: LeaderRecord | undefined;
+  private superseded: LeaderRecord | undefined;
 
   private constructor(
     private readonly opts: CoordinatorOptions,
@@ -132,6 +141,12 @@ export class Coordinator {
   static async start(opts: CoordinatorOptions): Promise<Coordinator> {
     const store = await StateStore.open(opts.nc, opts.run);
     const c = new Coordinator(opts, store);
+    // Claimed before the state is read: a coordinator still running for this run sees the claim at its next tick
+    // and stops answering, so two never hand out leases from two tables for long.
+    const { claim, previous } = await store.claimLeader(randomUUID(), c.clock());
+    c.leader = claim;
+    c.metrics.leaderTerm.set(claim.term);
+    if (previous) log.info('took over the run from the previous coordinator', { run: opts.run, term: claim.term, previous: previous.id, previous_claimed: new Date(previous.at).toISOString() });
     await c.restore();
     c.sub = opts.nc.subscribe(coordWildcard(opts.run));
     c.loop = c.serve(c.sub);
@@ -207,7 +222,8 @@ export class Coordinator {
     // NATS restarts) would otherwise all run at once, with stale ideas of who is alive.
     this.nextTick ??= this.serial(async () => {
       this.nextTick = undefined;
-      if (this.natsDown) return; // no heartbeat can reach us: silence is not death
+      if (this.natsDown || this.superseded) return; // no heartbeat can reach us: silence is not death
+      if (await this.checkLeader()) return;
       this.tickNow();
       await this.persist();
     });
@@ -215,6 +231,18 @@ export class Coordinator {
   }
 
   private nextTick: Promise<void> | undefined;
+
+  /** True (and this coordinator stops answering) when another one claimed the run since this one started. */
+  private async checkLeader(): Promise<boolean> {
+    const now = await this.store.leader().catch(() => undefined); // KV unreachable: checked again next tick
+    if (!now || !this.leader || now.id === this.leader.id) return false;
+    this.superseded = now;
+    this.metrics.superseded.set(1);
+    log.error('another coordinator took over this run: this one stops answering', { run: this.opts.run, term: this.leader.term, new_term: now.term, new_leader: now.id });
+    // Not awaited: stop() waits for the request queue this tick is part of.
+    void this.stop().then(() => this.opts.onSuperseded?.(now));
+    return true;
+  }
 
   private natsDown = false;
   private stopped = false;
@@ -282,6 +310,7 @@ export class Coordinator {
     const t0 = performance.now();
     const parsed = this.parse(verb, raw);
     if (!parsed.ok) return parsed.reply;
+    if (this.superseded) return { ok: false, error: `coordinator superseded by ${this.superseded.id} (term ${this.superseded.term})`, reason: 'unavailable' };
     let reply = this.apply(verb, parsed.data as never);
     try {
       await this.persist();

@@ -6,6 +6,7 @@
 //   shards.meta           { epoch, count, expectedSamples }: which lease table the shard records belong to
 //   shards.<epoch>.<i>    ShardRecord of shard i, once it left its initial pending state this epoch
 //   config                the validated run file the coordinator was last started with (a restart compares)
+//   leader                { id, term, at }: the coordinator that owns the run now (the last one started)
 //
 // Per-shard keys (not one snapshot) keep every write small: a lease, progress or completion rewrites one key.
 import type { KV, NatsConnection } from 'nats';
@@ -36,6 +37,14 @@ export interface ShardsMeta {
   epoch: number;
   count: number;
   expectedSamples: number;
+}
+
+/** The coordinator that owns the run: each one started claims it with the next term (compare-and-set). */
+export interface LeaderRecord {
+  id: string;
+  term: number;
+  /** Epoch-ms of the claim. */
+  at: number;
 }
 
 export interface PersistedState {
@@ -73,6 +82,32 @@ export class StateStore {
   /** The run file the run was last started with, if any (retrying while JetStream is still starting up). */
   runConfig(retryMs = 15_000): Promise<unknown> {
     return whileStarting(() => this.getJson<unknown>('config'), retryMs);
+  }
+
+  /**
+   * Makes `id` the run's coordinator with the next term. The write is a compare-and-set on the record read, so of two
+   * coordinators claiming at once each gets its own term and the later one wins. Returns the claim and the one it
+   * replaced.
+   */
+  async claimLeader(id: string, now: number): Promise<{ claim: LeaderRecord; previous?: LeaderRecord }> {
+    for (let attempt = 0; ; attempt++) {
+      const e = await whileStarting(() => this.kv.get('leader'), 15_000);
+      const previous = e && e.operation === 'PUT' && e.value.length > 0 ? (JSON.parse(dec.decode(e.value)) as LeaderRecord) : undefined;
+      const claim: LeaderRecord = { id, term: (previous?.term ?? 0) + 1, at: now };
+      try {
+        const data = enc.encode(JSON.stringify(claim));
+        if (e) await this.kv.update('leader', data, e.revision);
+        else await this.kv.create('leader', data);
+        return { claim, previous };
+      } catch (err) {
+        if (attempt >= 5) throw new Error(`could not claim the run's leadership in JetStream KV: ${(err as Error).message}`, { cause: err });
+      }
+    }
+  }
+
+  /** The coordinator that owns the run now, if any claimed it. */
+  leader(): Promise<LeaderRecord | undefined> {
+    return this.getJson<LeaderRecord>('leader');
   }
 
   putRunConfig(config: unknown): Promise<unknown> {

@@ -147,3 +147,29 @@ test('a change the coordinator cannot save is answered unavailable (retried by t
     await c.stop();
   }
 });
+
+test('a second coordinator started for the same run takes it over: the first stops answering at its next tick and says who replaced it', async () => {
+  const a = await Coordinator.start(options('faults-leader'));
+  let replacedBy: { id: string; term: number } | undefined;
+  const b = await Coordinator.start(options('faults-leader'));
+  try {
+    (a as unknown as { opts: CoordinatorOptions }).opts.onSuperseded = (by) => (replacedBy = by);
+    await ok(a, 'register', { trainer: 'x' }); // between the claim and a's next tick, a still answers
+    await a.tick();
+    const refused = await a.request('lease', { trainer: 'x' });
+    assert.equal(refused.ok === false && refused.reason, 'unavailable');
+    assert.match(refused.ok === false ? refused.error : '', /superseded by .* \(term 2\)/);
+    for (let i = 0; i < 50 && !replacedBy; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(replacedBy?.term, 2);
+    assert.equal(a.ready(), false);
+    assert.match(await a.metrics.registry.metrics(), /easel_coordinator_superseded\{run="faults-leader"\} 1/);
+    // The run's new owner answers, and its own tick finds it still is.
+    await b.tick();
+    await ok(b, 'register', { trainer: 'x' });
+    assert.ok((await ok(b, 'lease', { trainer: 'x' })).lease);
+    assert.equal(b.ready(), true);
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
