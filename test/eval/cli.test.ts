@@ -84,14 +84,19 @@ test('easel variations names a file that is not an image', async () => {
 
 test('easel eval writes eval.json with every figure, each in range', async () => {
   const out = join(dir, 'eval.json');
-  assert.equal(await evalCli(['--checkpoint', ckpt, '--data', join(dir, 'data', 'eval'), '--out', out, '--generate', '4', '--steps', '2', '--prior-steps', '2']), 0);
+  assert.equal(await evalCli(['--checkpoint', ckpt, '--data', join(dir, 'data', 'eval'), '--out', out, '--generate', '4', '--steps', '2', '--prior-steps', '2', '--sampler', 'ddpm']), 0);
   const r = JSON.parse(await readFile(out, 'utf8'));
+  assert.equal(r.config.sampler, 'ddpm');
   const inUnit = (x: unknown) => typeof x === 'number' && x >= 0 && x <= 1;
   const inCos = (x: unknown) => typeof x === 'number' && x >= -1 - 1e-6 && x <= 1 + 1e-6;
   assert.ok(inUnit(r.clip.retrieval_top1) && inUnit(r.clip.retrieval_top1_color_shape), JSON.stringify(r.clip));
   assert.ok(inCos(r.prior.cosine) && inCos(r.prior.text_baseline_cosine), JSON.stringify(r.prior));
   assert.ok(inUnit(r.decoder.color_accuracy) && inUnit(r.decoder.shape_accuracy), JSON.stringify(r.decoder));
   assert.deepEqual(r.counts, { retrieval: 6, prior: 6, decoder: 4 });
+});
+
+test('easel eval refuses an unknown sampler, naming the field', async () => {
+  await assert.rejects(evalCli(['--checkpoint', ckpt, '--data', join(dir, 'data', 'eval'), '--sampler', 'euler']), /sampler/);
 });
 
 test('easel eval names a data URL without the synthetic ground truth', async () => {
