@@ -197,6 +197,30 @@ for (const objective of ['eps', 'v', 'x0'] as const) {
   });
 }
 
+test('min-SNR-γ weighting: for every objective the loss is the mean of each example’s x0 error × min(SNR, γ)', () => {
+  for (const objective of ['eps', 'v', 'x0'] as const) {
+    const d = new Decoder({ ...TINY, objective, imageEmbDrop: 0, captionDrop: 0, minSnrGamma: 5 }, 5);
+    randomize(d, 300);
+    tf.tidy(() => {
+      const batch = colouredSquares();
+      const seed = 23;
+      const { t, noiseSeed } = d.trainingMasks(4, seed);
+      const abar = Array.from(t, (ti) => alphaBar(makeSchedule('cosine', 1000), ti));
+      const snr = abar.map((a) => a / (1 - a));
+      // The draw covers both sides of γ, so both the clamp and the pass-through are exercised.
+      assert.ok(snr.some((s) => s > 5) && snr.some((s) => s < 5), `SNRs ${snr}`);
+      const noise = tf.randomNormal(batch.images.shape, 0, 1, 'float32', noiseSeed);
+      const xt = qSample(batch.images, noise, abar) as tf.Tensor4D;
+      const x0 = d.x0FromPrediction(xt, d.predict(xt, t, batch), abar);
+      const x0Err = tf.mean(tf.square(tf.sub(x0, batch.images)), [1, 2, 3]).dataSync();
+      const byHand = snr.reduce((sum, s, i) => sum + Math.min(s, 5) * x0Err[i], 0) / 4;
+      const loss = d.loss(batch, seed).dataSync()[0];
+      assert.ok(Math.abs(loss - byHand) < 2e-3 * byHand, `${objective}: loss ${loss}, by hand ${byHand}`);
+    });
+    dispose(d);
+  }
+});
+
 test('a tiny decoder trained on coloured squares reduces its loss clearly, with no tensor leaks', () => {
   // ε's loss: its scale (1 at init) makes "clearly" one threshold; the v objective is checked by the demo's eval.
   const d = new Decoder({ ...TINY, objective: 'eps' }, 2);
