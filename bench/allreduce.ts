@@ -59,6 +59,8 @@ interface JobResult {
   seconds: number[];
   /** This process's CPU seconds (user + system) during each repetition. */
   cpu: number[];
+  /** This process's minor page faults during each repetition (first touches of fresh memory). */
+  faults: number[];
 }
 
 const MB = 1024 * 1024;
@@ -140,6 +142,9 @@ async function main(): Promise<void> {
             cpu_s: round(ring.cpu.median, 3),
             raw_cpu_s: round(raw.cpu.median, 3),
             cpu_ratio: round(raw.cpu.median / ring.cpu.median, 3),
+            // Minor page faults of all ranks (first touches of fresh memory: expensive on the development VM).
+            faults: ring.faults.median,
+            raw_faults: raw.faults.median,
           };
           rows.push(row);
           console.log(JSON.stringify(row));
@@ -198,16 +203,18 @@ function stats(xs: number[]): Stats {
 }
 
 /** One side's timed repetitions: each repetition's slowest rank (wall) and all ranks' CPU seconds together. */
-function summarise(job: Job, results: JobResult[], mode: Mode, warmup: number): { wall: Stats; cpu: Stats } {
+function summarise(job: Job, results: JobResult[], mode: Mode, warmup: number): { wall: Stats; cpu: Stats; faults: Stats } {
   const walls: number[] = [];
   const cpus: number[] = [];
+  const faults: number[] = [];
   let seen = 0;
   job.schedule.forEach((m, i) => {
     if (m !== mode || seen++ < warmup) return;
     walls.push(Math.max(...results.map((r) => r.seconds[i])));
     cpus.push(results.reduce((a, r) => a + r.cpu[i], 0));
+    faults.push(results.reduce((a, r) => a + r.faults[i], 0));
   });
-  return { wall: stats(walls), cpu: stats(cpus) };
+  return { wall: stats(walls), cpu: stats(cpus), faults: stats(faults) };
 }
 
 async function startWorkers(url: string, world: number, ctl: NatsConnection): Promise<ChildProcess[]> {
@@ -260,8 +267,8 @@ async function worker(url: string, rank: number): Promise<void> {
   for await (const m of jobs) {
     const job = m.json<Job>();
     try {
-      const { seconds, cpu } = await runSchedule(nc, job, rank);
-      nc.publish(`bench.result.${job.id}`, JSON.stringify({ id: job.id, rank, seconds, cpu }));
+      const { seconds, cpu, faults } = await runSchedule(nc, job, rank);
+      nc.publish(`bench.result.${job.id}`, JSON.stringify({ id: job.id, rank, seconds, cpu, faults }));
     } catch (err) {
       nc.publish(`bench.result.${job.id}`, JSON.stringify({ id: job.id, rank, error: (err as Error).stack }));
     }
@@ -270,18 +277,19 @@ async function worker(url: string, rank: number): Promise<void> {
   await closeNats(nc);
 }
 
-/** Wall and CPU stopwatch. */
-function stopwatch(): () => { seconds: number; cpu: number } {
+/** Wall, CPU and page-fault stopwatch. */
+function stopwatch(): () => { seconds: number; cpu: number; faults: number } {
   const t0 = performance.now();
   const c0 = process.cpuUsage();
+  const f0 = process.resourceUsage().minorPageFault;
   return () => {
     const c = process.cpuUsage(c0);
-    return { seconds: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
+    return { seconds: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6, faults: process.resourceUsage().minorPageFault - f0 };
   };
 }
 
 /** Runs the job's repetitions in order on one ring (its own generation), each from a barrier. */
-async function runSchedule(nc: NatsConnection, job: Job, rank: number): Promise<{ seconds: number[]; cpu: number[] }> {
+async function runSchedule(nc: NatsConnection, job: Job, rank: number): Promise<Omit<JobResult, 'id' | 'rank'>> {
   const ring = openRing(nc, { run: 'bench', generation: job.id, rank, world: job.world }, { wire: job.wire, windowBytes: job.windowBytes, checksum: job.checksum, timeoutMs: 120_000 });
   const go = nc.subscribe(`bench.go.${job.id}`, { max: 1 });
   await nc.flush();
@@ -296,6 +304,7 @@ async function runSchedule(nc: NatsConnection, job: Job, rank: number): Promise<
   const raw = rawSender(nc, job, rank);
   const seconds: number[] = [];
   const cpu: number[] = [];
+  const faults: number[] = [];
   try {
     for (const [i, mode] of job.schedule.entries()) {
       const receiving = mode === 'ring' ? undefined : await raw.subscribe(i);
@@ -306,11 +315,12 @@ async function runSchedule(nc: NatsConnection, job: Job, rank: number): Promise<
       const t = stop();
       seconds.push(t.seconds);
       cpu.push(t.cpu);
+      faults.push(t.faults);
     }
   } finally {
     ring.close();
   }
-  return { seconds, cpu };
+  return { seconds, cpu, faults };
 }
 
 /** The baseline: this rank's share of the ring's bytes as bare NATS messages to its successor. */
