@@ -525,6 +525,9 @@ export class Coordinator {
 
   /** Joiners are admitted only between steps (admitJoiners) or while no generation runs. */
   private tickNow(admitJoiners = !this.membership.ready()): void {
+    // Cut off from NATS, no heartbeat can arrive: silence proves nothing, and neither do lease expiries. A request
+    // queued before the outage (answered after a KV write timed out) must not declare the fleet dead either.
+    if (this.natsDown) return;
     const now = this.clock();
     const m = this.metrics;
     const r = this.membership.tick(now, { admitJoiners });
