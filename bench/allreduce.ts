@@ -2,7 +2,8 @@
 //                              [--window <bytes>] [--checksum true|false]`  (the ring's credit window and CRC-32 of
 //                              chunk bodies; defaults: CollectiveOptions' defaults)
 //                              [--modes ring,raw-burst,raw-paced]  (a subset, e.g. `--modes ring` to profile one side;
-//                              the ratio needs ring and at least one raw way)
+//                              the ratio needs ring and at least one raw way; add ring-nocrc to time the ring
+//                              without chunk checksums in the same run: nocrc_* fields)
 //
 // Bus bandwidth of easel's ring all-reduce over NATS against raw NATS pub/sub in the same run, ranks as separate
 // processes on one nats-server (started here on a loopback port).
@@ -40,8 +41,10 @@ import { closeNats, maxPayload, openNats } from '../src/transport/connection.ts'
 import { CollectiveOptions, openRing } from '../src/transport/allreduce.ts';
 import { HEADER_BYTES } from '../src/transport/chunks.ts';
 
-type Mode = 'ring' | 'raw-burst' | 'raw-paced';
+type Mode = 'ring' | 'raw-burst' | 'raw-paced' | 'ring-nocrc';
 const MODES: Mode[] = ['ring', 'raw-burst', 'raw-paced'];
+/** Opt-in sides (--modes): the ring without chunk checksums, to measure what they cost in the same run. */
+const EXTRA_MODES: Mode[] = ['ring-nocrc'];
 interface Job {
   id: number;
   bytes: number;
@@ -98,8 +101,8 @@ async function main(): Promise<void> {
   const windowBytes = values.window === undefined ? undefined : Number(values.window);
   const checksum = values.checksum !== 'false';
   const modes = values.modes!.split(',') as Mode[];
-  const unknown = modes.filter((m) => !MODES.includes(m));
-  if (unknown.length || modes.length === 0) throw new Error(`--modes: unknown ${unknown.join(',') || '(none)'}; choose from ${MODES.join(',')}`);
+  const unknown = modes.filter((m) => !MODES.includes(m) && !EXTRA_MODES.includes(m));
+  if (unknown.length || modes.length === 0) throw new Error(`--modes: unknown ${unknown.join(',') || '(none)'}; choose from ${[...MODES, ...EXTRA_MODES].join(',')}`);
   const started = performance.now();
   const nats = await startNats({ jetstream: false, maxPayload: Number(values['max-payload']) });
   const ctl = await openNats({ servers: nats.url, name: 'bench-conductor' });
@@ -145,6 +148,7 @@ async function main(): Promise<void> {
             // Minor page faults of all ranks (first touches of fresh memory: expensive on the development VM).
             faults: ring.faults.median,
             raw_faults: raw.faults.median,
+            ...(modes.includes('ring-nocrc') ? nocrcRow(summarise(job, results, 'ring-nocrc', warmup), raw, busbw) : {}),
           };
           rows.push(row);
           console.log(JSON.stringify(row));
@@ -181,6 +185,16 @@ async function main(): Promise<void> {
 }
 
 const round = (x: number, d: number) => Math.round(x * 10 ** d) / 10 ** d;
+
+/** The ring without checksums (--modes …,ring-nocrc), against the same raw baseline. */
+function nocrcRow(nocrc: { wall: Stats; cpu: Stats }, raw: { wall: Stats; cpu: Stats }, busbw: (t: number) => number) {
+  return {
+    nocrc_busbw_MBps: busbw(nocrc.wall.median),
+    nocrc_ratio: round(raw.wall.median / nocrc.wall.median, 3),
+    nocrc_cpu_s: round(nocrc.cpu.median, 3),
+    nocrc_cpu_ratio: round(raw.cpu.median / nocrc.cpu.median, 3),
+  };
+}
 
 /** `warmup` of each side, then `reps` of each interleaved, the order reversed every round: ABC CBA ABC … */
 function schedule(modes: Mode[], warmup: number, reps: number): Mode[] {
@@ -302,15 +316,20 @@ async function runSchedule(nc: NatsConnection, job: Job, rank: number): Promise<
   const values = new Float32Array(job.bytes / 4);
   for (let i = 0; i < values.length; i++) values[i] = ((i * 2654435761 + rank) % 1000) / 1000 - 0.5;
   const raw = rawSender(nc, job, rank);
+  // Its own run id, so neither ring counts the other's chunks as foreign.
+  const nocrc = job.schedule.includes('ring-nocrc')
+    ? openRing(nc, { run: 'bench-nocrc', generation: job.id, rank, world: job.world }, { wire: job.wire, windowBytes: job.windowBytes, checksum: false, timeoutMs: 120_000 })
+    : undefined;
   const seconds: number[] = [];
   const cpu: number[] = [];
   const faults: number[] = [];
   try {
     for (const [i, mode] of job.schedule.entries()) {
-      const receiving = mode === 'ring' ? undefined : await raw.subscribe(i);
+      const receiving = mode.startsWith('raw') ? await raw.subscribe(i) : undefined;
       await barrier(); // everyone is ready (and subscribed): start together
       const stop = stopwatch();
       if (mode === 'ring') await ring.allReduce(values, { step: step++, inPlace: true });
+      else if (mode === 'ring-nocrc') await nocrc!.allReduce(values, { step: step++, inPlace: true });
       else await raw.send(i, receiving!, mode === 'raw-paced');
       const t = stop();
       seconds.push(t.seconds);
@@ -319,6 +338,7 @@ async function runSchedule(nc: NatsConnection, job: Job, rank: number): Promise<
     }
   } finally {
     ring.close();
+    nocrc?.close();
   }
   return { seconds, cpu, faults };
 }
