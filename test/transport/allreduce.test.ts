@@ -57,12 +57,18 @@ test('back-to-back all-reduces (reusing send buffers) each return their own step
   }
 });
 
-test('one rank all-reduces to its own vector without NATS traffic', async () => {
+test('one rank all-reduces to its own vector without NATS traffic, and flags its own NaN or Inf', async () => {
   const { rings, close } = await openRings(nats.url, 1);
   try {
     const x = seededVector(33, 5);
     const res = await rings[0].allReduce(x, { step: 0 });
     assert.ok(sameBytes(res.values, x));
+    assert.equal(res.nonFinite, false);
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const y = seededVector(33, 6);
+      y[17] = bad;
+      assert.equal((await rings[0].allReduce(y, { step: 1 })).nonFinite, true, `${bad} is reported`);
+    }
     assert.equal(rings[0].stats().bytesSent, 0);
   } finally {
     await close();
