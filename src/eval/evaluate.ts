@@ -6,7 +6,10 @@
 //   prior.cosine             mean cosine(prior sample for the caption, CLIP embedding of the true image), beside
 //   prior.text_baseline_cosine  the baseline of using the caption's text embedding directly.
 //   decoder.color_accuracy   images generated from the held-out captions (text → prior → decoder), read by the
-//   decoder.shape_accuracy   deterministic shape analyser, against the caption's colour and shape.
+//   decoder.shape_accuracy   deterministic shape analyser, against the caption's colour and shape;
+//   decoder.blank            the fraction of those images in which the analyser finds no shape (its colour and
+//                            shape readings are then guesses: noise or an empty canvas can score by chance);
+//   decoder.by_pair          the same figures per colour–shape pair of the captions ("green triangle": …).
 import * as tf from '@tensorflow/tfjs-core';
 import { z } from 'zod';
 import { decodeImage } from '../data/loader.ts';
@@ -16,7 +19,7 @@ import { listShards, readShard } from '../data/webdataset/index.ts';
 import type { Models } from '../trainer/models.ts';
 import { deriveSeed } from '../util/rng.ts';
 import { decode, priorEmbeddings, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
-import { analyseShape } from './shape-analyser.ts';
+import { analyseShape, type ShapeReading } from './shape-analyser.ts';
 
 export const EvalConfig = z.strictObject({
   samples: z.number().int().min(1).default(64).describe('held-out samples evaluated at most (the first ones, in shard order)'),
@@ -34,10 +37,40 @@ export type EvalConfig = z.output<typeof EvalConfig>;
 export interface EvalReport {
   clip: { retrieval_top1: number; retrieval_top1_color_shape: number };
   prior: { cosine: number; text_baseline_cosine: number };
-  decoder: { color_accuracy: number; shape_accuracy: number };
+  decoder: DecoderScores & { by_pair: Record<string, DecoderScores & { n: number }> };
   /** How many samples each figure is over, and the settings used. */
   counts: { retrieval: number; prior: number; decoder: number };
   config: EvalConfig;
+}
+
+export interface DecoderScores {
+  color_accuracy: number;
+  shape_accuracy: number;
+  blank: number;
+}
+
+/** Below this foreground coverage (≈ 10 pixels of a 32×32 image) the analyser has found no shape. */
+export const BLANK_COVERAGE = 0.01;
+
+/**
+ * Scores analyser readings of generated images against the ground truth of the captions they were drawn for:
+ * overall and per colour–shape pair (keys "green triangle", in first-seen order).
+ */
+export function scoreDecoder(results: { truth: Pick<GroundTruth, 'color' | 'shape'>; reading: ShapeReading }[]): EvalReport['decoder'] {
+  const score = (rs: typeof results): DecoderScores => {
+    const frac = (ok: (r: (typeof results)[number]) => boolean) => (rs.length ? rs.filter(ok).length / rs.length : 0);
+    return {
+      color_accuracy: frac((r) => r.reading.color === r.truth.color),
+      shape_accuracy: frac((r) => r.reading.shape === r.truth.shape),
+      blank: frac((r) => r.reading.coverage < BLANK_COVERAGE),
+    };
+  };
+  const pairs = new Map<string, typeof results>();
+  for (const r of results) {
+    const key = `${r.truth.color} ${r.truth.shape}`;
+    pairs.set(key, [...(pairs.get(key) ?? []), r]);
+  }
+  return { ...score(results), by_pair: Object.fromEntries([...pairs].map(([k, rs]) => [k, { ...score(rs), n: rs.length }])) };
 }
 
 export interface EvalSample {
@@ -129,8 +162,7 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
 
   // Decoder: text → prior → decoder for the first `generate` captions, judged by the analyser.
   const gen = list.slice(0, cfg.generate);
-  let colorOk = 0;
-  let shapeOk = 0;
+  const judged: Parameters<typeof scoreDecoder>[0] = [];
   for (let i = 0; i < gen.length; i += cfg.batchSize) {
     const caps = gen.slice(i, i + cfg.batchSize).map((s) => s.caption);
     const te = textEmbeddings(models, caps);
@@ -139,17 +171,12 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
     const rgb = await toRgbImages(images);
     tf.dispose([te, pe, images]);
     onImages?.(rgb, caps);
-    rgb.forEach((img, j) => {
-      const r = analyseShape(img.data, img.width, img.height);
-      const t = gen[i + j].truth;
-      if (r.color === t.color) colorOk++;
-      if (r.shape === t.shape) shapeOk++;
-    });
+    rgb.forEach((img, j) => judged.push({ truth: gen[i + j].truth, reading: analyseShape(img.data, img.width, img.height) }));
   }
   return {
     clip: { retrieval_top1: hits / list.length, retrieval_top1_color_shape: pairHits / list.length },
     prior: { cosine: mean(priorCos), text_baseline_cosine: mean(baseCos) },
-    decoder: { color_accuracy: gen.length ? colorOk / gen.length : 0, shape_accuracy: gen.length ? shapeOk / gen.length : 0 },
+    decoder: scoreDecoder(judged),
     counts: { retrieval: list.length, prior: list.length, decoder: gen.length },
     config: cfg,
   };

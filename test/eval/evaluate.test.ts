@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fitsCaption } from '../../src/eval/evaluate.ts';
-import type { GroundTruth } from '../../src/data/synth/index.ts';
+import { fitsCaption, scoreDecoder } from '../../src/eval/evaluate.ts';
+import { BACKGROUND_RGB, drawSpec, rasterize, type GroundTruth } from '../../src/data/synth/index.ts';
+import { analyseShape } from '../../src/eval/shape-analyser.ts';
+import { Rng } from '../../src/util/rng.ts';
 
 const truth: GroundTruth = { shape: 'triangle', color: 'green', background: 'gray', size: 'small', width: 32, height: 32, cx: 16, cy: 16, extent: 10, split: 'eval', lang: 'en' };
 
@@ -17,4 +19,29 @@ test('a retrieved image is a hit only when it has every attribute the caption na
 test('the colour–shape criterion ignores background and size', () => {
   assert.ok(fitsCaption('a large green triangle on a white background', truth, 'color-shape'));
   assert.ok(!fitsCaption('a large yellow triangle on a gray background', truth, 'color-shape'));
+});
+
+test('decoder scores: overall and per colour–shape pair, with blank canvases counted apart', () => {
+  const rng = new Rng(3);
+  const read = (pixels: Uint8Array) => analyseShape(pixels, 32, 32);
+  const render = (color: 'green' | 'yellow', shape: 'triangle' | 'square') => read(rasterize(drawSpec(rng, { color, shape }, 32, 32)));
+  const blank = read(new Uint8Array(32 * 32 * 3).fill(BACKGROUND_RGB.white[0]));
+  const greenTriangle = { color: 'green', shape: 'triangle' } as const;
+  const yellowSquare = { color: 'yellow', shape: 'square' } as const;
+  const r = scoreDecoder([
+    { truth: greenTriangle, reading: render('green', 'triangle') }, // right
+    { truth: greenTriangle, reading: render('green', 'square') }, // right colour, wrong shape
+    { truth: greenTriangle, reading: blank }, // nothing drawn
+    { truth: yellowSquare, reading: render('yellow', 'square') }, // right
+  ]);
+  assert.equal(blank.coverage, 0);
+  assert.deepEqual(r.by_pair, {
+    'green triangle': { color_accuracy: 2 / 3, shape_accuracy: 1 / 3, blank: 1 / 3, n: 3 },
+    'yellow square': { color_accuracy: 1, shape_accuracy: 1, blank: 0, n: 1 },
+  });
+  assert.equal(r.shape_accuracy, 2 / 4);
+  assert.equal(r.blank, 1 / 4);
+  // Whatever the blank canvas's colour reading is, it is a guess; the overall figure counts it as read.
+  assert.equal(r.color_accuracy, (2 + (blank.color === 'green' ? 1 : 0) + 1) / 4);
+  assert.deepEqual(scoreDecoder([]), { color_accuracy: 0, shape_accuracy: 0, blank: 0, by_pair: {} });
 });
