@@ -162,24 +162,43 @@ export function assignWeights(params: Map<string, tf.Variable>, saved: Map<strin
 }
 
 /** Writes one checkpoint under `store`, then points latest.json at it and prunes to `keep`. Returns its URL. */
+/** A checkpoint's content copied out of the live tensors: it can be written while training goes on. */
+export interface CheckpointSnapshot {
+  manifest: ManifestInput;
+  weights: [string, SafeTensor][];
+  optimizer: [string, SafeTensor][] | undefined;
+}
+
+/** Copies weights and optimiser state out of the model now (the copy does not change when training continues). */
+export async function snapshotCheckpoint(ckpt: CheckpointWrite): Promise<CheckpointSnapshot> {
+  const copy = ([n, t]: [string, SafeTensor]): [string, SafeTensor] => [n, { ...t, data: t.data.slice() }];
+  return {
+    manifest: structuredClone(ckpt.manifest),
+    weights: [...ckpt.weights].map(([n, t]) => copy([n, toSafeTensor(t)])),
+    optimizer: ckpt.optimizer ? (await optimizerTensors(ckpt.optimizer.optimizer, ckpt.optimizer.params)).map(copy) : undefined,
+  };
+}
+
 export async function writeCheckpoint(store: ObjectStore, ckpt: CheckpointWrite, keep: number): Promise<string> {
+  return writeSnapshot(store, await snapshotCheckpoint(ckpt), keep);
+}
+
+/** Writes a snapshot as checkpoint `step-<global_step>` (weights, optimiser, manifest last, then `latest`). */
+export async function writeSnapshot(store: ObjectStore, snap: CheckpointSnapshot, keep: number): Promise<string> {
   const started = performance.now();
-  const name = checkpointName(ckpt.manifest.global_step);
-  const weights = encodeSafetensors(
-    [...ckpt.weights].map(([n, t]) => [n, toSafeTensor(t)] as [string, SafeTensor]),
-    { format: 'easel', stage: ckpt.manifest.stage },
-  );
+  const name = checkpointName(snap.manifest.global_step);
+  const weights = encodeSafetensors(snap.weights, { format: 'easel', stage: snap.manifest.stage });
   await store.put(`${name}/${WEIGHTS}`, weights);
   let optimizerFile: string | null = null;
-  if (ckpt.optimizer) {
-    await store.put(`${name}/${OPTIMIZER}`, encodeSafetensors(await optimizerTensors(ckpt.optimizer.optimizer, ckpt.optimizer.params)));
+  if (snap.optimizer) {
+    await store.put(`${name}/${OPTIMIZER}`, encodeSafetensors(snap.optimizer));
     optimizerFile = OPTIMIZER;
   }
   const manifest: Manifest = {
     format: 1,
     easel_version: EASEL_VERSION,
     created: new Date().toISOString(),
-    ...ckpt.manifest,
+    ...snap.manifest,
     files: { weights: WEIGHTS, optimizer: optimizerFile },
   };
   await store.put(`${name}/${MANIFEST}`, JSON.stringify(manifest, null, 2) + '\n');

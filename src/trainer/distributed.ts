@@ -44,7 +44,7 @@ import { CollectiveAbortedError, CollectiveTimeoutError, openRing, type Ring } f
 import { closeNats, natsCredentials, openNats } from '../transport/connection.ts';
 import { logger } from '../util/log.ts';
 import { deriveSeed } from '../util/rng.ts';
-import { checkResumable, isFleetCursor, optimizerTensors, type FleetCursor, readCheckpoint, restoreOptimizer, writeCheckpoint, type CheckpointData } from './checkpoint.ts';
+import { checkResumable, isFleetCursor, optimizerTensors, readCheckpoint, restoreOptimizer, snapshotCheckpoint, writeSnapshot, type CheckpointData, type FleetCursor } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
@@ -476,6 +476,7 @@ class DistributedTrainer {
         }
       }
     } finally {
+      await this.writing; // a checkpoint still being written (its failure was logged)
       await beats.stop();
       this.ring?.close();
       await this.feed.close();
@@ -559,7 +560,7 @@ class DistributedTrainer {
       p.stageStep = 0;
     }
     if (p.stage >= STAGES.length) {
-      await this.save(true);
+      await this.save(true, true);
       return 'finished';
     }
     const stage = STAGES[p.stage];
@@ -631,7 +632,7 @@ class DistributedTrainer {
     } catch (err) {
       if (!(err instanceof EmptyStep)) throw err;
       if (err.allDone) {
-        await this.save(true);
+        await this.save(true, true);
         return 'data-exhausted';
       }
       if (err.epochDone) this.feed.nextEpoch();
@@ -666,7 +667,7 @@ class DistributedTrainer {
     const stageDone = p.stageStep === sc.steps;
     const ck = config.checkpoint;
     const due = (ck.everySteps > 0 && p.globalStep % ck.everySteps === 0) || (ck.everyMinutes > 0 && performance.now() - this.lastSaved >= ck.everyMinutes * 60_000);
-    if (stageDone || due || stop) await this.save(!stageDone);
+    if (stageDone || due || stop) await this.save(!stageDone, stop);
     return stop ? 'stopped' : undefined;
   }
 
@@ -814,47 +815,68 @@ class DistributedTrainer {
     }
   }
 
-  /** Rank 0 writes a checkpoint of the last applied step (with the stage's Adam state unless the stage is done). */
-  private async save(withOptimizer: boolean): Promise<void> {
+  /**
+   * Rank 0 checkpoints the last applied step (with the stage's Adam state unless the stage is done). The weights are
+   * copied out now and written in the background while the next steps run — the other ranks would otherwise wait
+   * for the write in the next all-reduce; writes go one at a time. `final` (the run ends here) waits for the write.
+   */
+  private async save(withOptimizer: boolean, final = false): Promise<void> {
     const p = this.progress;
     if (this.ring?.rank !== 0 && !(this.ring === undefined && this.where.rank === 0)) return;
-    if (p.globalStep === this.savedStep) return;
+    if (p.globalStep === this.savedStep) return this.flushCheckpoint(final);
     const { config } = this.opts;
     const stageIdx = Math.min(p.stage, STAGES.length - 1);
     const stage = STAGES[stageIdx];
     const t0 = performance.now();
-    const store = await openStore(config.checkpoint.url);
-    try {
-      const opt = withOptimizer && this.optimizer?.stage === stageIdx ? { optimizer: this.optimizer.opt, params: stageParams(this.models, stage) } : undefined;
-      this.lastCheckpoint = await writeCheckpoint(
-        store,
-        {
-          manifest: {
-            run: config.name,
-            stage,
-            stage_step: p.stage >= STAGES.length ? config.stages[stage].steps : p.stageStep,
-            global_step: p.globalStep,
-            // Every rank's progress of this step was reported (own and peers', awaited before saving) and no rank can
-            // finish the next step without rank 0: the table now is the table at this step.
-            data_cursor: await this.dataCursor(),
-            rng: { seed: config.seed, derivation: 'deriveSeed(seed, purpose, …): model init (1, stage), data order (2), step (3, stage, step, rank)' },
-            skipped_steps: p.skipped,
-            loss: p.loss,
-            config,
-          },
-          weights: runWeights(this.models, this.ema),
-          optimizer: opt,
-        },
-        config.checkpoint.keep,
-      );
-    } finally {
-      await store.close();
-    }
+    const opt = withOptimizer && this.optimizer?.stage === stageIdx ? { optimizer: this.optimizer.opt, params: stageParams(this.models, stage) } : undefined;
+    const snapshot = await snapshotCheckpoint({
+      manifest: {
+        run: config.name,
+        stage,
+        stage_step: p.stage >= STAGES.length ? config.stages[stage].steps : p.stageStep,
+        global_step: p.globalStep,
+        // Every rank's progress of this step was reported (own and peers', awaited before saving) and no rank can
+        // finish the next step without rank 0: the table now is the table at this step.
+        data_cursor: await this.dataCursor(),
+        rng: { seed: config.seed, derivation: 'deriveSeed(seed, purpose, …): model init (1, stage), data order (2), step (3, stage, step, rank)' },
+        skipped_steps: p.skipped,
+        loss: p.loss,
+        config,
+      },
+      weights: runWeights(this.models, this.ema),
+      optimizer: opt,
+    });
     this.savedStep = p.globalStep;
     this.lastSaved = performance.now();
-    const seconds = (performance.now() - t0) / 1000;
-    log.info('checkpoint written', { url: this.lastCheckpoint, step: p.globalStep, seconds: +seconds.toFixed(3) });
-    await this.coord.call('checkpoint', { step: p.globalStep, key: this.lastCheckpoint, seconds }).catch((err) => log.warn('could not tell the coordinator about the checkpoint', { error: String(err) }));
+    const previous = this.writing;
+    this.writing = (async () => {
+      await previous;
+      const store = await openStore(config.checkpoint.url);
+      try {
+        this.lastCheckpoint = await writeSnapshot(store, snapshot, config.checkpoint.keep);
+      } finally {
+        await store.close();
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      log.info('checkpoint written', { url: this.lastCheckpoint, step: snapshot.manifest.global_step, seconds: +seconds.toFixed(3) });
+      // Announced once it is complete: the coordinator's `checkpoint` is always one a trainer can resume from.
+      await this.coord.call('checkpoint', { step: snapshot.manifest.global_step, key: this.lastCheckpoint, seconds }).catch((err) => log.warn('could not tell the coordinator about the checkpoint', { error: String(err) }));
+    })().catch((err: unknown) => {
+      this.writeError ??= err;
+      log.error('checkpoint write failed', { step: snapshot.manifest.global_step, error: String(err) });
+    });
+    return this.flushCheckpoint(final);
+  }
+
+  /** Checkpoint writes in flight (one at a time). */
+  private writing: Promise<void> = Promise.resolve();
+  private writeError: unknown;
+
+  /** With `wait`, waits for the checkpoint writes in flight and throws the first that failed. */
+  private async flushCheckpoint(wait: boolean): Promise<void> {
+    if (!wait) return;
+    await this.writing;
+    if (this.writeError) throw this.writeError;
   }
 }
 

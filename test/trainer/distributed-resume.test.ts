@@ -90,7 +90,8 @@ test('a distributed run stopped mid-run and resumed from its checkpoint reproduc
     const c = await startHarness(join(dir, 'c'), { ...RUN, heartbeatTimeoutMs: 2000 });
     try {
       const first = [c.spawnTrainer('c0'), c.spawnTrainer('c1')];
-      await until(async () => (await c.trace('c0')).length >= 3 && (await c.trace('c1')).length >= 3, first, 'run C');
+      // (Checkpoints are written in the background: wait until the coordinator has heard of step 2's.)
+      await until(async () => (await c.trace('c0')).length >= 3 && (await c.trace('c1')).length >= 3 && ((await c.status()).checkpoint?.step ?? 0) >= 2, first, 'run C');
       for (const t of first) t.kill('SIGKILL');
       await Promise.all(first.map((t) => t.exited));
       const before = await c.status();
