@@ -650,9 +650,12 @@ class DistributedTrainer {
     p.stageStep++;
     p.globalStep++;
     p.loss[stage] = globalLoss;
-    // Own and peers' progress in parallel. Absolute offsets make the peer reports idempotent; a refusal (the peer
-    // already reported more, or completed the shard) is expected.
-    await Promise.all([next ? this.feed.applied(next.batch, next.shard) : undefined, ...peers.map((q) => this.coord.call('progress', q).catch(() => undefined))]);
+    // Own progress, and the peers' (absolute offsets make them idempotent; a refusal — the peer already reported more,
+    // or completed the shard — is expected). The peers' are not waited for (each peer reports itself too), except
+    // before a checkpoint's data cursor is taken (see save).
+    const peerReports = Promise.all(peers.map((q) => this.coord.call('progress', q).catch(() => undefined)));
+    this.peerReports = Promise.all([this.peerReports, peerReports]);
+    if (next) await this.feed.applied(next.batch, next.shard);
     const seconds = (performance.now() - t0) / 1000;
     const report: DistributedStepReport = { rank: ring.rank, world: ring.world, generation: ring.generation, stage, stageStep: p.stageStep, globalStep: p.globalStep, loss: globalLoss, samples: globalSamples, skipped: r.skipped };
     this.opts.onStep?.(report);
@@ -835,9 +838,9 @@ class DistributedTrainer {
         stage,
         stage_step: p.stage >= STAGES.length ? config.stages[stage].steps : p.stageStep,
         global_step: p.globalStep,
-        // Every rank's progress of this step was reported (own and peers', awaited before saving) and no rank can
-        // finish the next step without rank 0: the table now is the table at this step.
-        data_cursor: await this.dataCursor(),
+        // Every rank's progress of this step was reported (own and peers', awaited here) and no rank can finish the
+        // next step without rank 0: the table now is the table at this step.
+        data_cursor: await this.peerReports.then(() => this.dataCursor()),
         rng: { seed: config.seed, derivation: 'deriveSeed(seed, purpose, …): model init (1, stage), data order (2), step (3, stage, step, rank)' },
         skipped_steps: p.skipped,
         loss: p.loss,
@@ -867,6 +870,9 @@ class DistributedTrainer {
     });
     return this.flushCheckpoint(final);
   }
+
+  /** Progress reports for peers not yet answered; awaited before the data cursor of a checkpoint is taken. */
+  private peerReports: Promise<unknown> = Promise.resolve();
 
   /** Checkpoint writes in flight (one at a time). */
   private writing: Promise<void> = Promise.resolve();
