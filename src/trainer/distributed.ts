@@ -821,7 +821,8 @@ class DistributedTrainer {
   /**
    * Rank 0 checkpoints the last applied step (with the stage's Adam state unless the stage is done). The weights are
    * copied out now and written in the background while the next steps run — the other ranks would otherwise wait
-   * for the write in the next all-reduce; writes go one at a time. `final` (the run ends here) waits for the write.
+   * for the write in the next all-reduce. One write at a time: the next checkpoint waits for the previous write.
+   * `final` (the run ends here) waits for the write.
    */
   private async save(withOptimizer: boolean, final = false): Promise<void> {
     const p = this.progress;
@@ -831,6 +832,9 @@ class DistributedTrainer {
     const stageIdx = Math.min(p.stage, STAGES.length - 1);
     const stage = STAGES[stageIdx];
     const t0 = performance.now();
+    // At most one write in flight: checkpoints due faster than the store takes them wait here instead of piling up
+    // snapshots in memory.
+    await this.writing;
     const opt = withOptimizer && this.optimizer?.stage === stageIdx ? { optimizer: this.optimizer.opt, params: stageParams(this.models, stage) } : undefined;
     const snapshot = await snapshotCheckpoint({
       manifest: {
@@ -851,9 +855,7 @@ class DistributedTrainer {
     });
     this.savedStep = p.globalStep;
     this.lastSaved = performance.now();
-    const previous = this.writing;
     this.writing = (async () => {
-      await previous;
       const store = await openStore(config.checkpoint.url);
       try {
         this.lastCheckpoint = await writeSnapshot(store, snapshot, config.checkpoint.keep);
