@@ -122,7 +122,7 @@ test('the alert rules load into that Prometheus and evaluate without errors', as
     await new Promise((r) => setTimeout(r, 250));
   }
   const rules = groups.flatMap((g) => g.rules);
-  assert.equal(rules.length, 7);
+  assert.equal(rules.length, 8);
   for (const r of rules) assert.equal(r.health, 'ok', `${r.name}: ${r.lastError ?? ''}`);
 });
 
