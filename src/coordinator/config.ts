@@ -10,6 +10,7 @@ export const CoordinatorConfig = z.strictObject({
   maxTrainers: z.number().int().positive().default(64).describe('most trainers the run accepts; later ones are refused'),
   epochs: z.number().int().positive().default(1).describe('passes over the dataset; the lease table starts afresh each epoch'),
   tickMs: z.number().int().positive().default(1000).describe('how often the coordinator checks heartbeats and lease expiries'),
+  checksumEvery: z.number().int().min(0).default(100).describe('every this many steps the trainers compare weight checksums; a mismatch re-syncs every rank from rank 0 (0: never)'),
   httpHost: z.string().min(1).default('0.0.0.0').describe('address the /metrics, /healthz, /readyz and /status server listens on'),
   httpPort: z.number().int().min(0).max(65535).default(9464).describe('port of that server (0: any free port)'),
 }).refine((c) => c.minTrainers <= c.maxTrainers, { path: ['minTrainers'], message: 'must be at most maxTrainers' });

@@ -483,7 +483,7 @@ class DistributedTrainer {
       this.optimizer?.opt.dispose();
       if (registered) await this.coord.call('leave').catch((err) => log.warn('could not leave the run', { error: String(err) }));
     }
-    log.info('trainer done', { ended, global_step: this.progress.globalStep, samples: this.feed.samples });
+    log.info('trainer done', { ended, global_step: this.progress.globalStep, samples: this.feed.samples, resyncs: this.resyncs });
     return { globalStep: this.progress.globalStep, ended, samples: this.feed.samples, generations: this.generations, lastCheckpoint: this.lastCheckpoint };
   }
 
@@ -658,6 +658,7 @@ class DistributedTrainer {
     if (next) await this.feed.applied(next.batch, next.shard);
     const seconds = (performance.now() - t0) / 1000;
     const report: DistributedStepReport = { rank: ring.rank, world: ring.world, generation: ring.generation, stage, stageStep: p.stageStep, globalStep: p.globalStep, loss: globalLoss, samples: globalSamples, skipped: r.skipped };
+    await this.checkDivergence(ring, p.globalStep - 1);
     this.opts.onStep?.(report);
     if (this.opts.traceFile) await appendFile(this.opts.traceFile, JSON.stringify({ ...report, own: n, t: Date.now(), weights: weightsChecksum(this.models, this.ema) }) + '\n');
     if (p.stageStep % config.logEvery === 0 || p.stageStep === sc.steps) {
@@ -674,6 +675,28 @@ class DistributedTrainer {
     return stop ? 'stopped' : undefined;
   }
 
+  /**
+   * Every `coordinator.checksumEvery` steps the ranks all-gather a checksum of their weights. Ranks that apply the
+   * same reduced gradient stay bit-identical, so a mismatch means something went wrong (a bad host, a backend that
+   * is not deterministic, a bug): it is logged with every rank's checksum and all ranks take rank 0's state, as at
+   * the start of a generation. `step` numbers the collectives (the step's own, continuing its sequence).
+   */
+  private async checkDivergence(ring: Ring, step: number): Promise<void> {
+    const every = this.opts.config.coordinator.checksumEvery;
+    if (!every || ring.world === 1 || this.progress.globalStep % every !== 0) return;
+    const h = parseInt(weightsChecksum(this.models, this.ema), 16);
+    // Two 16-bit halves: exact in float32.
+    const all = await ring.allGather(new Float32Array([h >>> 16, h & 0xffff]), { step });
+    const sums = Array.from({ length: ring.world }, (_, q) => ((all[2 * q] * 0x10000 + all[2 * q + 1]) >>> 0).toString(16).padStart(8, '0'));
+    if (sums.every((x) => x === sums[0])) return;
+    this.resyncs++;
+    log.error('weights differ across ranks: every rank takes rank 0\'s state', { step: this.progress.globalStep, checksums: sums.join(' ') });
+    await this.sync(ring, false, step);
+  }
+
+  /** Times the ranks' weights were found to differ and re-synced from rank 0. */
+  private resyncs = 0;
+
   /** The Adam optimiser of a stage, created when the stage starts (or restored from a resumed checkpoint). */
   private async stageOptimizer(stage: number, params: Map<string, tf.Variable>): Promise<tf.Optimizer> {
     if (this.optimizer?.stage === stage) return this.optimizer.opt;
@@ -689,7 +712,7 @@ class DistributedTrainer {
   }
 
   /** Rank 0's state on every rank: counters, all weights and EMA, and the current stage's Adam state. */
-  private async sync(ring: Ring, rewound: boolean): Promise<void> {
+  private async sync(ring: Ring, rewound: boolean, step = 0): Promise<void> {
     const p = this.progress;
     // [stage, stageStep, globalStep, has β-products, has moments, optimizer floats (hi, lo), epoch, rewound,
     //  skipped per stage…]
@@ -708,11 +731,11 @@ class DistributedTrainer {
       this.feed.enter(epoch);
       header.set([p.stage, p.stageStep, p.globalStep, saved.some(([n]) => n === 'adam.acc_beta1') ? 1 : 0, saved.some(([n]) => n.endsWith('/m')) ? 1 : 0, Math.floor(optLen / 2 ** 20), optLen % 2 ** 20, epoch, rewound ? 1 : 0]);
       STAGES.forEach((s, i) => (header[9 + i] = p.skipped[s] ?? 0));
-      await ring.broadcast(header, { step: 0 });
-      await ring.broadcast(body, { step: 0 });
+      await ring.broadcast(header, { step });
+      await ring.broadcast(body, { step });
       return;
     }
-    await ring.broadcast(header, { step: 0 });
+    await ring.broadcast(header, { step });
     const [stage, stageStep, globalStep, hasBeta, hasMoments, optHi, optLo, epoch, rewound0] = header;
     // After a rewind the coordinator's table no longer has the lease this rank held: read from a new one.
     if (rewound0) await this.feed.drop();
@@ -720,7 +743,7 @@ class DistributedTrainer {
     const weights = runWeights(this.models, this.ema);
     const weightsLen = weights.reduce((n, [, t]) => n + t.size, 0);
     body = new Float32Array(weightsLen + optHi * 2 ** 20 + optLo);
-    await ring.broadcast(body, { step: 0 });
+    await ring.broadcast(body, { step });
     let off = 0;
     for (const [, t] of weights) {
       const v = t as tf.Variable;

@@ -28,8 +28,8 @@ export interface Harness {
   configPath: string;
   dir: string;
   run: string;
-  /** `easel trainer --id <id>`; `resume` defaults to 'none' (a fresh run). */
-  spawnTrainer(id: string, opts?: { resume?: string }): ChildProcess & { exited: Promise<number | null>; log: () => string };
+  /** `easel trainer --id <id>`; `resume` defaults to 'none' (a fresh run), `config` to the harness's run file. */
+  spawnTrainer(id: string, opts?: { resume?: string; config?: string }): ChildProcess & { exited: Promise<number | null>; log: () => string };
   trace(id: string): Promise<Array<Record<string, any>>>;
   stop(): Promise<void>;
 }
@@ -154,9 +154,9 @@ export async function startHarness(
     configPath,
     dir,
     run,
-    spawnTrainer(id, { resume = 'none' } = {}) {
+    spawnTrainer(id, { resume = 'none', config = configPath } = {}) {
       let log = '';
-      const args = ['bin/easel.js', 'trainer', '--nats', nats.url, '--run', run, '--config', configPath, '--id', id, '--resume', resume, '--heartbeat-ms', '300', '--collective-timeout-ms', '6000', '--trace', join(dir, `${id}.trace`)];
+      const args = ['bin/easel.js', 'trainer', '--nats', nats.url, '--run', run, '--config', config, '--id', id, '--resume', resume, '--heartbeat-ms', '300', '--collective-timeout-ms', '6000', '--trace', join(dir, `${id}.trace`)];
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info', EASEL_BACKEND: backend } });
       child.stdout!.on('data', (d) => (log += d));
       child.stderr!.on('data', (d) => (log += d));
