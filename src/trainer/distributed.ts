@@ -653,8 +653,13 @@ class DistributedTrainer {
     // Own progress, and the peers' (absolute offsets make them idempotent; a refusal — the peer already reported more,
     // or completed the shard — is expected). The peers' are not waited for (each peer reports itself too), except
     // before a checkpoint's data cursor is taken (see save).
-    const peerReports = Promise.all(peers.map((q) => this.coord.call('progress', q).catch(() => undefined)));
-    this.peerReports = Promise.all([this.peerReports, peerReports]);
+    for (const q of peers) {
+      const report: Promise<unknown> = this.coord
+        .call('progress', q)
+        .catch(() => undefined)
+        .finally(() => this.peerReports.delete(report));
+      this.peerReports.add(report);
+    }
     if (next) await this.feed.applied(next.batch, next.shard);
     const seconds = (performance.now() - t0) / 1000;
     const report: DistributedStepReport = { rank: ring.rank, world: ring.world, generation: ring.generation, stage, stageStep: p.stageStep, globalStep: p.globalStep, loss: globalLoss, samples: globalSamples, skipped: r.skipped };
@@ -867,7 +872,7 @@ class DistributedTrainer {
         global_step: p.globalStep,
         // Every rank's progress of this step was reported (own and peers', awaited here) and no rank can finish the
         // next step without rank 0: the table now is the table at this step.
-        data_cursor: await this.peerReports.then(() => this.dataCursor()),
+        data_cursor: await Promise.all(this.peerReports).then(() => this.dataCursor()),
         rng: { seed: config.seed, derivation: 'deriveSeed(seed, purpose, …): model init (1, stage), data order (2), step (3, stage, step, rank)' },
         skipped_steps: p.skipped,
         loss: p.loss,
@@ -897,7 +902,7 @@ class DistributedTrainer {
   }
 
   /** Progress reports for peers not yet answered; awaited before the data cursor of a checkpoint is taken. */
-  private peerReports: Promise<unknown> = Promise.resolve();
+  private readonly peerReports = new Set<Promise<unknown>>();
 
   /** Checkpoint writes in flight (one at a time). */
   private writing: Promise<void> = Promise.resolve();
