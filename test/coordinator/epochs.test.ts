@@ -1,27 +1,17 @@
 // How `lease` answers a trainer that names its epoch (the distributed trainer always does): shards of that epoch
 // only, dealt by the generation's plan, and the epoch turns over when the trainers say so — see docs/coordinator.md,
 // Determinism.
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type NatsConnection } from 'nats';
-import { startNats, type NatsServer } from '../helpers/nats.ts';
+import { natsPerFile } from '../helpers/nats-per-file.ts';
 import { Coordinator, type CoordinatorOptions } from '../../src/coordinator/service.ts';
 import { CoordinatorConfig } from '../../src/coordinator/config.ts';
 
-let nats: NatsServer;
-let nc: NatsConnection;
-before(async () => {
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-});
-after(async () => {
-  await nc.drain();
-  await nats.stop();
-});
+const shared = natsPerFile();
 
 function options(run: string): CoordinatorOptions {
   return {
-    nc,
+    nc: shared.nc,
     run,
     config: CoordinatorConfig.parse({ heartbeatTimeoutMs: 1000, leaseMs: 5000, minTrainers: 2, maxTrainers: 4, epochs: 2, httpPort: 0 }),
     budgets: { clip: 100, prior: 0, decoder: 0 },

@@ -1,31 +1,21 @@
 // The coordinator's answers to lost messages and outages, one rule each (the end-to-end runs through a coordinator
 // kill -9 and a nats-server restart are in test/trainer/distributed-coordinator-kill.test.ts and
 // distributed-nats-restart.test.ts).
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type NatsConnection } from 'nats';
-import { startNats, type NatsServer } from '../helpers/nats.ts';
+import { natsPerFile } from '../helpers/nats-per-file.ts';
 import { Coordinator, type CoordinatorOptions } from '../../src/coordinator/service.ts';
 import { CoordinatorConfig } from '../../src/coordinator/config.ts';
 import { CoordinatorClient, CoordinatorUnavailable } from '../../src/coordinator/client.ts';
 import { stateBucket } from '../../src/coordinator/subjects.ts';
 import { Membership } from '../../src/coordinator/membership.ts';
 
-let nats: NatsServer;
-let nc: NatsConnection;
-before(async () => {
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-});
-after(async () => {
-  await nc.drain();
-  await nats.stop();
-});
+const shared = natsPerFile();
 
 function options(run: string, minTrainers = 1): CoordinatorOptions {
   const t = 1_000_000;
   return {
-    nc,
+    nc: shared.nc,
     run,
     config: CoordinatorConfig.parse({ heartbeatTimeoutMs: 1000, leaseMs: 5000, minTrainers, maxTrainers: 4, httpPort: 0 }),
     budgets: { clip: 3, prior: 2, decoder: 0 },
@@ -130,16 +120,16 @@ test('a stall of the coordinator\'s own process does not count as the trainers\'
 
 test('a change the coordinator cannot save is answered unavailable (retried by the client), and saved with the next request', async () => {
   const c = await Coordinator.start(options('faults-kv'));
-  const client = new CoordinatorClient(nc, 'faults-kv', 'a');
+  const client = new CoordinatorClient(shared.nc, 'faults-kv', 'a');
   try {
     await client.request('register');
     const { lease } = await client.request<{ lease: { shard: number } }>('lease');
-    const jsm = await nc.jetstreamManager();
+    const jsm = await shared.nc.jetstreamManager();
     await jsm.streams.delete(`KV_${stateBucket('faults-kv')}`); // the state store is gone: every write fails
     await assert.rejects(client.request('progress', { shard: lease.shard, offset: 5 }), (e) => e instanceof CoordinatorUnavailable && /progress/.test(e.message));
     assert.match(await c.metrics.registry.metrics(), /^easel_coordinator_state_write_failures_total\{[^}]*\} [1-9]/m);
     assert.equal(c.status().samples_seen, 5, 'applied in memory, not acknowledged');
-    const kv = await nc.jetstream().views.kv(stateBucket('faults-kv'), { history: 1 });
+    const kv = await shared.nc.jetstream().views.kv(stateBucket('faults-kv'), { history: 1 });
     await client.request('progress', { shard: lease.shard, offset: 5 }); // the retry: same absolute offset, acknowledged now
     const saved = JSON.parse(new TextDecoder().decode((await kv.get(`shards.0.${lease.shard}`))!.value));
     assert.equal(saved.offset, 5);

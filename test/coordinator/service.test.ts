@@ -1,21 +1,12 @@
-import { test, after, before } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type NatsConnection } from 'nats';
-import { startNats, type NatsServer } from '../helpers/nats.ts';
+import { startNats } from '../helpers/nats.ts';
+import { natsPerFile } from '../helpers/nats-per-file.ts';
 import { Coordinator, startHttpServer, type CoordinatorOptions } from '../../src/coordinator/service.ts';
 import { CoordinatorClient, CoordinatorRefusal } from '../../src/coordinator/client.ts';
 import { CoordinatorConfig } from '../../src/coordinator/config.ts';
 
-let nats: NatsServer;
-let nc: NatsConnection;
-before(async () => {
-  nats = await startNats();
-  nc = await connect({ servers: nats.url });
-});
-after(async () => {
-  await nc.drain();
-  await nats.stop();
-});
+const shared = natsPerFile();
 
 interface Lease { shard: number; key: string; fromSample: number; samples: number }
 
@@ -27,7 +18,7 @@ function clock(start = 1_000_000) {
 
 function options(run: string, t: { fn: () => number }, over: Partial<CoordinatorOptions> = {}): CoordinatorOptions {
   return {
-    nc,
+    nc: shared.nc,
     run,
     config: CoordinatorConfig.parse({ heartbeatTimeoutMs: 1000, leaseMs: 5000, minTrainers: 1, maxTrainers: 4, httpPort: 0 }),
     budgets: { clip: 3, prior: 2, decoder: 0 },
@@ -42,8 +33,8 @@ test("a killed trainer's shard is leased again over NATS, from its last reported
   const t = clock();
   const c = await Coordinator.start(options('killed', t));
   try {
-    const a = new CoordinatorClient(nc, 'killed', 'a');
-    const b = new CoordinatorClient(nc, 'killed', 'b');
+    const a = new CoordinatorClient(shared.nc, 'killed', 'a');
+    const b = new CoordinatorClient(shared.nc, 'killed', 'b');
     await a.request('register');
     await b.request('register');
     const la = (await a.request<{ lease: Lease }>('lease')).lease;
@@ -78,8 +69,8 @@ test('membership generations on join and leave, step reports move the stages', a
   const t = clock();
   const c = await Coordinator.start(options('gens', t));
   try {
-    const a = new CoordinatorClient(nc, 'gens', 'a');
-    const b = new CoordinatorClient(nc, 'gens', 'b');
+    const a = new CoordinatorClient(shared.nc, 'gens', 'a');
+    const b = new CoordinatorClient(shared.nc, 'gens', 'b');
     const r1 = await a.request<{ generation: number; rank: number }>('register');
     assert.deepEqual([r1.generation, r1.rank], [1, 0]);
     const r2 = await b.request<{ generation: number; waiting: boolean }>('register');
@@ -109,8 +100,8 @@ test('membership generations on join and leave, step reports move the stages', a
 test('a restarted coordinator resumes from JetStream KV with the same lease table and generation', async () => {
   const t = clock();
   const first = await Coordinator.start(options('resume', t));
-  const a = new CoordinatorClient(nc, 'resume', 'a');
-  const b = new CoordinatorClient(nc, 'resume', 'b');
+  const a = new CoordinatorClient(shared.nc, 'resume', 'a');
+  const b = new CoordinatorClient(shared.nc, 'resume', 'b');
   await a.request('register');
   await b.request('register');
   await a.request('step', { generation: 1, step: 1, loss: 1.25 }); // b enters: generation 2
@@ -152,7 +143,7 @@ test('/status, /metrics, /healthz and /readyz answer over HTTP', async () => {
   const c = await Coordinator.start(options('http', t, { filterDropped: { language: 7 } }));
   const http = await startHttpServer(c, { port: 0 });
   try {
-    const a = new CoordinatorClient(nc, 'http', 'a');
+    const a = new CoordinatorClient(shared.nc, 'http', 'a');
     await a.request('register');
     const l = (await a.request<{ lease: Lease }>('lease')).lease;
     await a.request('step', { generation: 1, step: 1, loss: 3.5, samples: 4, seconds: 2, allreduceBytes: 1024 });
@@ -197,7 +188,7 @@ test('a malformed request is refused with the field named', async () => {
   const t = clock();
   const c = await Coordinator.start(options('bad', t));
   try {
-    const a = new CoordinatorClient(nc, 'bad', 'a');
+    const a = new CoordinatorClient(shared.nc, 'bad', 'a');
     await a.request('register');
     await assert.rejects(a.request('progress', { shard: -1, offset: 'x' }), (e: CoordinatorRefusal) => e.reason === 'bad-request' && /shard/.test(e.message) && /offset/.test(e.message));
   } finally {
