@@ -129,84 +129,48 @@ class DirtySet {
   }
 }
 
-/** Min-heap of shard indices (a plan's residue); an index may be pushed again after it was popped. */
-class IndexHeap {
-  /** `sorted` ascending is already a valid min-heap: building a plan's heaps is one pass, no sifting. */
-  constructor(private a: number[] = []) {}
+/**
+ * Binary min-heap of (key, shard) pairs. Expiries use key = expiresAt; a plan's residues use key = shard (lowest
+ * index first). Entries go stale (a renewed lease, a shard leased since) and are skipped by their users.
+ */
+class MinHeap {
+  /** `sortedKeys` ascending (with `shards` alongside) is already a valid heap: no sifting to build it. */
+  constructor(
+    private key: number[] = [],
+    private shard: number[] = [...key],
+  ) {}
   get size(): number {
-    return this.a.length;
+    return this.key.length;
   }
-  peek(): number | undefined {
-    return this.a[0];
+  /** The smallest key (Infinity when empty). */
+  peekKey(): number {
+    return this.key[0] ?? Infinity;
   }
-  push(x: number): void {
-    const a = this.a;
-    a.push(x);
-    let i = a.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (a[p]! <= a[i]!) break;
-      [a[p], a[i]] = [a[i]!, a[p]!];
-      i = p;
-    }
-  }
-  pop(): number | undefined {
-    const a = this.a;
-    const top = a[0];
-    const last = a.pop();
-    if (a.length > 0 && last !== undefined) {
-      a[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < a.length && a[l]! < a[m]!) m = l;
-        if (r < a.length && a[r]! < a[m]!) m = r;
-        if (m === i) break;
-        [a[m], a[i]] = [a[i]!, a[m]!];
-        i = m;
-      }
-    }
-    return top;
-  }
-}
-
-/** Min-heap of (expiresAt, shard); stale entries (renewed or finished leases) are skipped when popped. */
-class ExpiryHeap {
-  private at: number[] = [];
-  private shard: number[] = [];
-  get size(): number {
-    return this.at.length;
-  }
-  push(at: number, shard: number): void {
-    this.at.push(at);
+  push(key: number, shard: number): void {
+    this.key.push(key);
     this.shard.push(shard);
-    let i = this.at.length - 1;
+    let i = this.key.length - 1;
     while (i > 0) {
       const p = (i - 1) >> 1;
-      if (this.at[p]! <= this.at[i]!) break;
+      if (this.key[p]! <= this.key[i]!) break;
       this.swap(i, p);
       i = p;
     }
   }
-  peekAt(): number {
-    return this.at[0] ?? Infinity;
-  }
-  pop(): { at: number; shard: number } {
-    const top = { at: this.at[0]!, shard: this.shard[0]! };
-    const lastAt = this.at.pop()!;
+  pop(): { key: number; shard: number } {
+    const top = { key: this.key[0]!, shard: this.shard[0]! };
+    const lastKey = this.key.pop()!;
     const lastShard = this.shard.pop()!;
-    if (this.at.length > 0) {
-      this.at[0] = lastAt;
+    if (this.key.length > 0) {
+      this.key[0] = lastKey;
       this.shard[0] = lastShard;
       let i = 0;
       for (;;) {
         const l = 2 * i + 1;
         const r = l + 1;
         let m = i;
-        if (l < this.at.length && this.at[l]! < this.at[m]!) m = l;
-        if (r < this.at.length && this.at[r]! < this.at[m]!) m = r;
+        if (l < this.key.length && this.key[l]! < this.key[m]!) m = l;
+        if (r < this.key.length && this.key[r]! < this.key[m]!) m = r;
         if (m === i) break;
         this.swap(i, m);
         i = m;
@@ -215,7 +179,7 @@ class ExpiryHeap {
     return top;
   }
   private swap(i: number, j: number): void {
-    [this.at[i], this.at[j]] = [this.at[j]!, this.at[i]!];
+    [this.key[i], this.key[j]] = [this.key[j]!, this.key[i]!];
     [this.shard[i], this.shard[j]] = [this.shard[j]!, this.shard[i]!];
   }
 }
@@ -230,9 +194,9 @@ export class LeaseTable {
   private readonly owner: (string | undefined)[];
   private readonly pending: ShardQueue;
   /** Under a plan: pending shards per residue (i mod world); the FIFO is then unused. */
-  private plan: { world: number; residues: IndexHeap[] } | undefined;
+  private plan: { world: number; residues: MinHeap[] } | undefined;
   private readonly byTrainer = new Map<string, Set<number>>();
-  private readonly heap = new ExpiryHeap();
+  private readonly heap = new MinHeap();
   private counts: LeaseCounts;
   /** Samples consumed so far this epoch (done shards in full, in-flight shards up to their reported offset). */
   samplesSeen = 0;
@@ -309,13 +273,6 @@ export class LeaseTable {
     if (this.plan?.world === world) return;
     this.plan = { world, residues: [] };
     this.rebuildPending();
-  }
-
-  /** True when no shard of `rank`'s residue is pending (under a plan; without one, when none is pending at all). */
-  nothingPendingFor(rank: number | undefined): boolean {
-    if (!this.plan) return this.pending.size === 0;
-    if (rank !== undefined && rank < this.plan.world) return this.peekResidue(rank) === undefined;
-    return this.plan.residues.every((_, r) => this.peekResidue(r) === undefined);
   }
 
   /** The epoch's offsets (see TableSnapshot). */
@@ -396,8 +353,8 @@ export class LeaseTable {
   /** Returns leases past their expiry to pending (at their last reported offset); returns the shards reclaimed. */
   expire(now: number): number[] {
     const out: number[] = [];
-    while (this.heap.size > 0 && this.heap.peekAt() <= now) {
-      const { at, shard } = this.heap.pop();
+    while (this.heap.size > 0 && this.heap.peekKey() <= now) {
+      const { key: at, shard } = this.heap.pop();
       if (this.states[shard] !== LEASED || this.expiry[shard] !== at) continue; // renewed or finished since
       this.reclaim(shard);
       out.push(shard);
@@ -510,7 +467,7 @@ export class LeaseTable {
   private reclaim(shard: number): void {
     this.unlease(shard);
     this.setState(shard, PENDING);
-    if (this.plan) this.plan.residues[shard % this.plan.world]!.push(shard);
+    if (this.plan) this.plan.residues[shard % this.plan.world]!.push(shard, shard);
     else this.pending.push(shard);
   }
 
@@ -527,14 +484,14 @@ export class LeaseTable {
       r = best;
     }
     if (r === undefined || this.peekResidue(r) === undefined) return undefined;
-    return plan.residues[r]!.pop();
+    return plan.residues[r]!.pop().shard;
   }
 
   /** The lowest pending shard of a residue, dropping heap entries that are no longer pending. */
   private peekResidue(r: number): number | undefined {
     const h = this.plan!.residues[r]!;
-    while (h.size > 0 && this.states[h.peek()!] !== PENDING) h.pop();
-    return h.peek();
+    while (h.size > 0 && this.states[h.peekKey()] !== PENDING) h.pop();
+    return h.size > 0 ? h.peekKey() : undefined;
   }
 
   /** Refills the FIFO (in `order`, then index order) or the plan's heaps from the per-shard states. */
@@ -545,7 +502,7 @@ export class LeaseTable {
       const W = this.plan.world;
       const sorted: number[][] = Array.from({ length: W }, () => []);
       for (let i = 0; i < this.shardCount; i++) if (this.states[i] === PENDING) sorted[i % W]!.push(i);
-      this.plan.residues = sorted.map((a) => new IndexHeap(a));
+      this.plan.residues = sorted.map((a) => new MinHeap(a));
       return;
     }
     const seen = new Uint8Array(this.shardCount);

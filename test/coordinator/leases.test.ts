@@ -163,8 +163,6 @@ test('under a plan of W ranks, rank r reads the shards i ≡ r (mod W) in ascend
   assert.equal(t.lease('b', 0, 1)?.shard, 1);
   t.complete(1, 'b', 4);
   assert.equal(t.lease('b', 0, 1), undefined);
-  assert.ok(t.nothingPendingFor(1));
-  assert.equal(t.nothingPendingFor(0), false);
   // Without a rank (a fallback), the lowest pending shard of any residue.
   assert.equal(t.lease('x', 0)?.shard, 0);
 });
