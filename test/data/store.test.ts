@@ -244,6 +244,34 @@ for (const backend of [fileBackend(), s3Backend()]) {
   });
 }
 
+describe('file store specifics', () => {
+  test('deleting the last object of a folder removes the emptied folders (an object store has none), and a put into a just-emptied folder still works', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'easel-store-'));
+    try {
+      const store = new FileStore(dir);
+      await store.put('step-1/weights.safetensors', 'w');
+      await store.put('step-1/manifest.json', 'm');
+      await store.put('keep/x', 'x');
+      await store.delete('step-1/manifest.json');
+      assert.ok(existsSync(join(dir, 'step-1')), 'a folder that still holds an object stays');
+      await store.delete('step-1/weights.safetensors');
+      assert.deepEqual((await readdir(dir)).sort(), ['keep'], 'the emptied folder is gone, the root and other folders stay');
+      await store.put('a/b/c', 'c');
+      await store.delete('a/b/c');
+      assert.deepEqual((await readdir(dir)).sort(), ['keep'], 'nested empty folders go too');
+      // A delete that empties a folder while a put into it is under way: every put lands (the folder may vanish
+      // between the put's mkdir and its open).
+      for (let r = 0; r < 20; r++) {
+        await store.put('race/sentinel', 's');
+        await Promise.all([store.delete('race/sentinel'), store.put(`race/k${String(r).padStart(2, '0')}`, String(r)), store.delete(`race/k${String(r - 1).padStart(2, '0')}`)]);
+      }
+      assert.deepEqual(await listKeys(store, 'race/'), ['race/k19']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('S3 store specifics', () => {
   test('listing really pages: ListObjectsV2 is called once per page of pageSize keys', async () => {
     const url = await createTestBucket(rgw, 'pages');

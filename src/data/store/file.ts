@@ -1,7 +1,7 @@
 // ObjectStore over a local directory: the embedded default. Atomic publication = write a temp file
 // beside the target, fsync, rename (rename is atomic within one filesystem).
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Readable } from 'node:stream';
@@ -11,6 +11,17 @@ import { randomBytes } from 'node:crypto';
 import { NotFoundError, type ByteRange, type ObjectInfo, type ObjectStore } from './types.ts';
 
 const TMP_MARKER = '.easel-tmp-';
+
+async function openTemp(tmp: string, attempts = 3): Promise<NodeJS.WritableStream> {
+  await mkdir(dirname(tmp), { recursive: true });
+  try {
+    const fh = await open(tmp, 'wx');
+    return fh.createWriteStream();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempts <= 1) throw err;
+    return openTemp(tmp, attempts - 1);
+  }
+}
 
 export class FileStore implements ObjectStore {
   readonly url: string;
@@ -44,11 +55,13 @@ export class FileStore implements ObjectStore {
 
   async put(key: string, body: Buffer | Uint8Array | string | Readable): Promise<void> {
     const p = this.path(key);
-    await mkdir(dirname(p), { recursive: true });
     const tmp = `${p}${TMP_MARKER}${randomBytes(6).toString('hex')}`;
     try {
       const src = body instanceof Readable ? body : Readable.from([typeof body === 'string' ? Buffer.from(body) : Buffer.from(body)]);
-      await pipeline(src, createWriteStream(tmp));
+      // The temp file is opened right after mkdir; a delete() emptying the same folder in between removes it,
+      // hence one more mkdir on ENOENT.
+      const out = await openTemp(tmp);
+      await pipeline(src, out);
       const fh = await open(tmp, 'r+');
       await fh.sync();
       await fh.close();
@@ -92,7 +105,18 @@ export class FileStore implements ObjectStore {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.path(key), { force: true });
+    const p = this.path(key);
+    await rm(p, { force: true });
+    // An object store has no folders: a directory exists only while it holds objects, so pruned checkpoints
+    // leave no empty step-… folders behind. rmdir refuses non-empty directories (a concurrent put's temp file
+    // included), so this never removes anything but empty ones.
+    for (let dir = dirname(p); relative(this.root, dir) !== ''; dir = dirname(dir)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        break;
+      }
+    }
   }
 
   async close(): Promise<void> {}
