@@ -22,7 +22,9 @@ options:
   --holdout <pairs>        comma-separated colour–shape pairs kept out of training and written to eval/
                            (default "green triangle,yellow square"; "" holds out none)
   --eval-per-pair <n>      eval samples per held-out pair (default 16)
-  --format <jpg|png|webp>  image encoding (default jpg)`;
+  --format <jpg|png|webp>  image encoding (default jpg)
+  --jitter <f>             how far shapes may sit from the centre, as a share of the free room
+                           (default 1 = anywhere; 0 = always centred)`;
 
 const log = logger('data');
 
@@ -33,6 +35,7 @@ const numberFlags = {
   seed: 'seed',
   'bad-fraction': 'badFraction',
   'eval-per-pair': 'evalPerPair',
+  jitter: 'jitter',
 } as const;
 
 export async function run(argv: string[]): Promise<number> {

@@ -56,6 +56,24 @@ test('synth writes byte-identical datasets for the same seed and different ones 
   }
 });
 
+test('jitter bounds how far shapes sit from the centre: 0 centres every shape, 1 spreads them over the free room', async () => {
+  const offsets = async (jitter: number) => {
+    const dir = await tempDir();
+    try {
+      await writeSynthDataset(new FileStore(dir), { ...SMALL, badFraction: 0, jitter });
+      const store = new FileStore(dir);
+      const good = (await samplesOf(store, ['00000.tar', '00001.tar', 'eval/00000.tar'])).map((s) => s.truth);
+      return good.map((t) => Math.max(Math.abs(t.cx - t.width / 2), Math.abs(t.cy - t.height / 2)) / ((t.width - t.extent) / 2));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  };
+  const [centred, some, anywhere] = [await offsets(0), await offsets(0.3), await offsets(1)];
+  assert.ok(centred.every((o) => o === 0), 'jitter 0: every shape at the centre');
+  assert.ok(Math.max(...some) <= 0.3 + 1e-9 && Math.max(...some) > 0.1, `jitter 0.3: within 30% of the half-room (max ${Math.max(...some)})`);
+  assert.ok(Math.max(...anywhere) > 0.5, `jitter 1: shapes spread far from the centre (max ${Math.max(...anywhere)})`);
+});
+
 test('held-out colour–shape pairs never appear in training and make up the eval split', async () => {
   const dir = await tempDir();
   try {

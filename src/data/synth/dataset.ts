@@ -45,6 +45,12 @@ export const SynthConfig = z.object({
     }),
   evalPerPair: z.number().int().min(0).default(16).describe('eval-split samples per held-out pair'),
   format: z.enum(['jpg', 'png', 'webp']).default('jpg').describe('image encoding of the good samples'),
+  jitter: z
+    .number()
+    .min(0)
+    .max(1)
+    .default(1)
+    .describe('how far a shape may sit from the canvas centre, as a share of the room its margins leave (1 = anywhere, 0 = always centred)'),
 });
 export type SynthConfig = z.output<typeof SynthConfig>;
 
@@ -64,8 +70,8 @@ export function trainingPairs(holdout: ColorShape[]): ColorShape[] {
   return pairs.filter((p) => !held.has(pairName(p)));
 }
 
-/** A random placement of `pair` on a width × height canvas. */
-export function drawSpec(rng: Rng, pair: ColorShape, width: number, height: number): ShapeSpec {
+/** A random placement of `pair` on a width × height canvas, at most `jitter` of the free room off centre. */
+export function drawSpec(rng: Rng, pair: ColorShape, width: number, height: number, jitter = 1): ShapeSpec {
   const background = BACKGROUNDS[rng.int(BACKGROUNDS.length)];
   const size = SIZES[rng.int(SIZES.length)];
   const extent = Math.max(3, Math.round(SIZE_FRACTION[size] * Math.min(width, height)));
@@ -73,7 +79,10 @@ export function drawSpec(rng: Rng, pair: ColorShape, width: number, height: numb
   const place = (side: number) => {
     const lo = extent / 2 + margin;
     const hi = side - extent / 2 - margin;
-    return hi > lo ? lo + rng.float() * (hi - lo) : side / 2;
+    if (hi <= lo) return side / 2;
+    const u = rng.float();
+    // jitter = 1 keeps the original arithmetic, so existing seeds give byte-identical shards.
+    return jitter === 1 ? lo + u * (hi - lo) : side / 2 + (u - 0.5) * jitter * (hi - lo);
   };
   const cx = place(width);
   const cy = place(height);
@@ -101,7 +110,7 @@ function plan(cfg: SynthConfig, pairs: ColorShape[], split: 'train' | 'eval', sh
     if (defect === 'too-wide') width = long;
     else height = long;
   }
-  const spec = drawSpec(rng, pair, width, height);
+  const spec = drawSpec(rng, pair, width, height, cfg.jitter);
   let lang = 'en';
   let caption: string;
   if (defect === 'foreign-caption') {
