@@ -42,13 +42,14 @@ import {
 } from './chunks.ts';
 import { decodeBf16, decodeF16, encodeBf16, encodeF16 } from './compress.ts';
 import { maxPayload } from './connection.ts';
+import { Kernels } from './kernels.ts';
 
 const log = logger('transport');
 
 export const CollectiveOptions = z.strictObject({
   timeoutMs: z.number().int().positive().default(30_000).describe('a collective fails with CollectiveTimeoutError after this long without progress'),
   wire: z.enum(['f32', 'bf16', 'f16']).default('f32').describe('element type of all-reduced gradients on the wire (bf16/f16 halve the bytes, lose precision)'),
-  checksum: z.boolean().default(true).describe('CRC-32 every chunk body and reject chunks whose checksum does not match'),
+  checksum: z.boolean().default(true).describe('checksum every chunk body (checksum32, chunks.ts) and reject chunks whose checksum does not match'),
   maxChunkBytes: z.number().int().min(HEADER_BYTES + 4).optional().describe("largest chunk message in bytes (default: the server's max_payload)"),
   windowBytes: z.number().int().positive().default(16 * 1024 * 1024).describe('bytes a rank may have in flight to its successor before waiting for its acknowledgement'),
 });
@@ -120,28 +121,14 @@ function copyOf(bytes: Uint8Array): Uint8Array {
   return out;
 }
 
-// The per-element loops live in small functions of their own: inside a large method with many branches V8
-// optimises a hot loop on-stack, then throws that code away at the first branch it has not seen yet, and the next
-// chunk's loop starts again in the interpreter (measured in the bench: ~7 ms/MB instead of ~0.4 ms/MB).
+// float32 reduce-scatter arithmetic runs in the SIMD kernels (kernels.ts); the 16-bit wire formats and the
+// single-rank case use these loops. They live in small functions of their own: inside a large method with many
+// branches V8 optimises a hot loop on-stack, then throws that code away at the first branch it has not seen yet,
+// and the next chunk's loop starts again in the interpreter (measured in the bench: ~7 ms/MB instead of ~0.4 ms/MB).
 
 /** out[i] = a[i] + b[i] (float32 rounding); `out` may be `a`. */
 function addInto(out: Float32Array, a: Float32Array, b: Float32Array): void {
   for (let i = 0; i < out.length; i++) out[i] = a[i] + b[i];
-}
-
-/**
- * The owner's last hop in one pass: dst[i] = out[i] = (dst[i] + body[i]) / w, the sum rounded to float32 before
- * the division (exactly dst[i] += body[i]; dst[i] /= w). False if some result is NaN or ±Inf.
- */
-function meanInto(dst: Float32Array, out: Float32Array, body: Float32Array, w: number): boolean {
-  let finite = true;
-  for (let i = 0; i < dst.length; i++) {
-    const mean = Math.fround(Math.fround(dst[i] + body[i]) / w);
-    dst[i] = mean;
-    out[i] = mean;
-    if (mean - mean !== 0) finite = false;
-  }
-  return finite;
 }
 
 function divideBy(values: Float32Array, w: number): void {
@@ -221,6 +208,8 @@ export class Ring {
   private allReduces = 0;
   /** Reused for chunk bodies that cannot be viewed in place (unaligned or 16-bit). */
   private scratch = new Float32Array(0);
+  /** Scratch vectors and SIMD kernels for float32 reduce-scatter chunks. */
+  private kernels?: Kernels;
   private readonly counters: RingStats = { rejected: {}, bytesSent: 0, bytesReceived: 0, collectives: 0 };
 
   constructor(
@@ -448,22 +437,27 @@ export class Ring {
     op.consumed += msg.byteLength;
     this.touch(op);
 
-    const body = this.decodeBody(op.dtype, msg, op.per);
     const dst = op.buf.subarray(cs.offset, cs.offset + cs.length);
     const last = h.hop === this.world - 2;
     if (rsPhase && op.dtype === Dtype.F32) {
-      // One pass per chunk: add straight into the outgoing message (an intermediate rank's partial sum is only
-      // forwarded; the all-gather overwrites dst later) or, at the owner, add, divide and check in one loop.
-      const msg = this.outgoing(op, cs.length);
-      const out = new Float32Array(msg.buffer, msg.byteOffset + HEADER_BYTES, cs.length);
-      if (!last) {
-        addInto(out, dst, body);
-        this.post(op, msg, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk, op.flags);
-      } else {
-        if (!meanInto(dst, out, body, this.world)) op.flags |= FLAG_NONFINITE;
-        this.post(op, msg, Phase.AllGather, 0, h.segment, h.chunk, op.flags);
-      }
+      // SIMD kernels on copies of the operands (kernels.ts): the partial sum goes into the outgoing message only
+      // (an intermediate rank's sum is just forwarded; the all-gather overwrites dst later); the owner's mean goes
+      // into dst and the outgoing all-gather message.
+      const kernels = this.kernelsFor(op.per);
+      kernels.a.set(dst);
+      new Uint8Array(kernels.b.buffer, kernels.b.byteOffset, cs.length * 4).set(msg.subarray(HEADER_BYTES));
+      if (!last) kernels.add(cs.length);
+      else if (!kernels.mean(cs.length, this.world)) op.flags |= FLAG_NONFINITE;
+      const result = kernels.out.subarray(0, cs.length);
+      if (last) dst.set(result);
+      const next = this.outgoing(op, cs.length);
+      new Float32Array(next.buffer, next.byteOffset + HEADER_BYTES, cs.length).set(result);
+      // The outgoing body's checksum, read where the kernel left it (no copy into the checksum's scratch).
+      const checksum = this.options.checksum ? kernels.outChecksum(cs.length) || 1 : 0;
+      if (!last) this.post(op, next, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk, op.flags, checksum);
+      else this.post(op, next, Phase.AllGather, 0, h.segment, h.chunk, op.flags, checksum);
     } else if (rsPhase) {
+      const body = this.decodeBody(op.dtype, msg, op.per);
       addInto(dst, dst, body);
       if (!last) {
         this.sendChunk(op, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk);
@@ -476,10 +470,10 @@ export class Ring {
         this.sendChunk(op, Phase.AllGather, 0, h.segment, h.chunk);
       }
     } else {
-      dst.set(body);
+      dst.set(this.decodeBody(op.dtype, msg, op.per));
       op.flags |= h.flags;
       if (!last) {
-        // Forward the received body verbatim: its CRC is the one just checked, no need to compute it again.
+        // Forward the received body verbatim: its checksum is the one just checked, no need to compute it again.
         const out = this.outgoing(op, cs.length);
         out.set(msg.subarray(HEADER_BYTES), HEADER_BYTES);
         this.post(op, out, Phase.AllGather, h.hop + 1, h.segment, h.chunk, h.flags, this.options.checksum ? h.checksum : 0);
@@ -487,6 +481,12 @@ export class Ring {
     }
     this.ackPredecessor(op, op.received === op.expected);
     this.maybeDone(op);
+  }
+
+  /** The SIMD kernels with room for one chunk of `per` elements. */
+  private kernelsFor(per: number): Kernels {
+    if (!this.kernels || this.kernels.capacity < per) this.kernels = Kernels.create(per);
+    return this.kernels;
   }
 
   /** The chunk's values as float32: a view of the message when aligned, else decoded into a reused scratch buffer. */
@@ -530,7 +530,7 @@ export class Ring {
   }
 
   /**
-   * Writes the header of a chunk whose body is already in `msg` (with the body's CRC-32, computed here unless the
+   * Writes the header of a chunk whose body is already in `msg` (with the body's checksum, computed here unless the
    * caller knows it) and sends it to the successor, or queues it behind the window.
    */
   private post(op: Op, msg: Uint8Array, phase: Phase, hop: number, segment: number, chunk: number, flags: number, checksum?: number): void {

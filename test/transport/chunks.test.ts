@@ -110,6 +110,9 @@ test('malformed chunks are refused with a reason', () => {
   const version = good.slice();
   version[4] = 9;
   assert.equal(reason(version), 'version');
+  const crc32Era = good.slice();
+  crc32Era[4] = 1; // format 1 carried a CRC-32: a peer still on it is refused, not misread as a checksum error
+  assert.equal(reason(crc32Era), 'version');
   const dtype = good.slice();
   dtype[7] = 7;
   assert.equal(reason(dtype), 'dtype');
