@@ -62,6 +62,11 @@ export const DecoderConfig = z.object({
   timesteps: z.number().int().min(1).default(1000).describe('diffusion steps T in training'),
   objective: z.enum(['eps', 'v', 'x0']).default('v').describe('what the UNet predicts: the noise ε, v = √ᾱ·ε − √(1−ᾱ)·x0 (better-conditioned at high noise), or the clean image x0'),
   minSnrGamma: z.number().min(0).default(0).describe('Min-SNR-γ loss weighting (Hang et al. 2023): each example’s x0 error weighted by min(SNR, γ); 0 = off (plain MSE of the objective)'),
+  snrWeightFloor: z
+    .number()
+    .min(0)
+    .default(0)
+    .describe('with minSnrGamma: lower bound of the x0-error weight, max(min(SNR, γ), floor); 1 keeps full weight on the high-noise steps that decide the layout (truncated SNR, Salimans & Ho 2022)'),
   schedule: ScheduleKind.default('cosine').describe('noise schedule: cosine (Nichol & Dhariwal) or linear (Ho et al.)'),
   imageEmbDrop: z.number().min(0).max(1).default(0.1).describe('fraction of training examples whose CLIP embedding is dropped (classifier-free guidance)'),
   captionDrop: z.number().min(0).max(1).default(0.5).describe('fraction of training examples whose caption is dropped'),
@@ -88,6 +93,16 @@ export interface DecoderSampleOptions {
 }
 
 const silu = <T extends tf.Tensor>(x: T): T => tf.mul(x, tf.sigmoid(x)) as T;
+
+/**
+ * The loss weight of one example at signal-to-noise ratio `snr` under Min-SNR-γ with a floor: in x0 terms the
+ * weight is max(min(SNR, γ), floor). The objective's own MSE already weights its x0 error by SNR (ε), SNR + 1 (v)
+ * or 1 (x0), so that factor is divided out.
+ */
+export function snrLossWeight(snr: number, objective: DecoderConfig['objective'], gamma: number, floor = 0): number {
+  const x0Weight = Math.max(Math.min(snr, gamma), floor);
+  return x0Weight / (objective === 'eps' ? snr : objective === 'v' ? snr + 1 : 1);
+}
 
 /** 2-D convolution, 'same' padding, weights [k, k, Cin, Cout] with N(0, 1/fan-in) init (or zeros). */
 class Conv {
@@ -399,15 +414,9 @@ export class Decoder {
       const pred = this.unet(xt, t, this.condition(imageEmb, tokens, keepImage, keepCaption));
       const { objective } = this.config;
       const target = objective === 'v' ? vFromX0Eps(images, noise, abar) : objective === 'x0' ? images : noise;
-      const gamma = this.config.minSnrGamma;
+      const { minSnrGamma: gamma, snrWeightFloor: floor } = this.config;
       if (gamma === 0) return tf.mean(tf.square(tf.sub(pred, target))) as tf.Scalar;
-      // Min-SNR-γ: in x0 terms each example's weight is min(SNR, γ); the objective's own MSE already weights its
-      // x0 error by SNR (ε), SNR + 1 (v) or 1 (x0), so that factor is divided out.
-      const weights = abar.map((a) => {
-        const snr = a / (1 - a);
-        if (objective === 'eps') return snr < gamma ? 1 : gamma / snr;
-        return Math.min(snr, gamma) / (objective === 'v' ? snr + 1 : 1);
-      });
+      const weights = abar.map((a) => snrLossWeight(a / (1 - a), objective, gamma, floor));
       const perExample = tf.mean(tf.square(tf.sub(pred, target)), [1, 2, 3]);
       return tf.mean(tf.mul(perExample, tf.tensor1d(weights))) as tf.Scalar;
     });

@@ -196,8 +196,8 @@ export interface ResumeCompatibility {
   changed: ConfigDifference[];
 }
 
-/** Model fields that only shape training (guidance dropout rates): saved weights stay valid when they change. */
-const TRAINING_ONLY_MODEL_FIELDS = new Set(['condDrop', 'imageEmbDrop', 'captionDrop']);
+/** Model fields that only shape training (guidance dropout rates, loss weighting): saved weights stay valid when they change. */
+const TRAINING_ONLY_MODEL_FIELDS = new Set(['condDrop', 'imageEmbDrop', 'captionDrop', 'minSnrGamma', 'snrWeightFloor']);
 
 /**
  * Fields whose change makes saved weights unusable or meaningless: every model's architecture (shapes, but also

@@ -2,7 +2,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/model/backend.ts';
-import { Decoder, DecoderConfig, upsampleNearest2x } from '../../src/model/unet.ts';
+import { Decoder, DecoderConfig, snrLossWeight, upsampleNearest2x } from '../../src/model/unet.ts';
 import { tokenize } from '../../src/model/tokenizer.ts';
 import { alphaBar, makeSchedule, qSample, vFromX0Eps } from '../../src/model/diffusion.ts';
 
@@ -197,9 +197,19 @@ for (const objective of ['eps', 'v', 'x0'] as const) {
   });
 }
 
-test('min-SNR-γ weighting: for every objective the loss is the mean of each example’s x0 error × min(SNR, γ)', () => {
-  for (const objective of ['eps', 'v', 'x0'] as const) {
-    const d = new Decoder({ ...TINY, objective, imageEmbDrop: 0, captionDrop: 0, minSnrGamma: 5 }, 5);
+test('snrLossWeight: x0-error weight max(min(SNR, γ), floor), divided by what the objective’s own MSE already weights', () => {
+  // x0 objective: the weight is the x0 weight itself.
+  assert.deepEqual([0.1, 3, 10].map((s) => snrLossWeight(s, 'x0', 5)), [0.1, 3, 5]);
+  assert.deepEqual([0.1, 3, 10].map((s) => snrLossWeight(s, 'x0', 5, 1)), [1, 3, 5], 'the floor lifts only the high-noise steps');
+  // v's MSE weights the x0 error by SNR + 1, ε's by SNR.
+  assert.ok(Math.abs(snrLossWeight(0.1, 'v', 5, 1) - 1 / 1.1) < 1e-12);
+  assert.ok(Math.abs(snrLossWeight(10, 'eps', 5) - 0.5) < 1e-12);
+  assert.equal(snrLossWeight(3, 'eps', 5), 1);
+});
+
+test('min-SNR-γ weighting: for every objective the loss is the mean of each example’s x0 error × max(min(SNR, γ), floor)', () => {
+  for (const [objective, floor] of [['eps', 0], ['v', 0], ['x0', 0], ['v', 1], ['x0', 1]] as const) {
+    const d = new Decoder({ ...TINY, objective, imageEmbDrop: 0, captionDrop: 0, minSnrGamma: 5, snrWeightFloor: floor }, 5);
     randomize(d, 300);
     tf.tidy(() => {
       const batch = colouredSquares();
@@ -209,13 +219,14 @@ test('min-SNR-γ weighting: for every objective the loss is the mean of each exa
       const snr = abar.map((a) => a / (1 - a));
       // The draw covers both sides of γ, so both the clamp and the pass-through are exercised.
       assert.ok(snr.some((s) => s > 5) && snr.some((s) => s < 5), `SNRs ${snr}`);
+      if (floor > 0) assert.ok(snr.some((s) => s < floor), `no SNR below the floor: ${snr}`);
       const noise = tf.randomNormal(batch.images.shape, 0, 1, 'float32', noiseSeed);
       const xt = qSample(batch.images, noise, abar) as tf.Tensor4D;
       const x0 = d.x0FromPrediction(xt, d.predict(xt, t, batch), abar);
       const x0Err = tf.mean(tf.square(tf.sub(x0, batch.images)), [1, 2, 3]).dataSync();
-      const byHand = snr.reduce((sum, s, i) => sum + Math.min(s, 5) * x0Err[i], 0) / 4;
+      const byHand = snr.reduce((sum, s, i) => sum + Math.max(Math.min(s, 5), floor) * x0Err[i], 0) / 4;
       const loss = d.loss(batch, seed).dataSync()[0];
-      assert.ok(Math.abs(loss - byHand) < 2e-3 * byHand, `${objective}: loss ${loss}, by hand ${byHand}`);
+      assert.ok(Math.abs(loss - byHand) < 2e-3 * byHand, `${objective}, floor ${floor}: loss ${loss}, by hand ${byHand}`);
     });
     dispose(d);
   }

@@ -17,7 +17,7 @@ import { tinyRun, withTempDir, writeTinyDataset } from './fixtures.ts';
 
 const base = () => tinyRun('/data', '/ckpt');
 
-test('a changed model architecture is incompatible; budgets, lr, logging, checkpoint cadence and guidance dropout are only changes', () => {
+test('a changed model architecture is incompatible; budgets, lr, logging, checkpoint cadence, guidance dropout and loss weighting are only changes', () => {
   const saved = parseRunConfig(base());
   const next = base();
   next.stages.decoder.model.channels = 16;
@@ -26,7 +26,7 @@ test('a changed model architecture is incompatible; budgets, lr, logging, checkp
   Object.assign(next.stages.prior, { optimizer: { lr: 1e-4 } });
   next.logEvery = 5;
   next.checkpoint.everySteps = 7;
-  Object.assign(next.stages.decoder.model, { captionDrop: 0.2 });
+  Object.assign(next.stages.decoder.model, { captionDrop: 0.2, minSnrGamma: 5, snrWeightFloor: 1 });
   const r = resumeCompatibility(saved, parseRunConfig(next));
   assert.deepEqual(r.incompatible, [
     { path: 'stages.clip.model.layers', a: 1, b: 2 },
@@ -34,7 +34,15 @@ test('a changed model architecture is incompatible; budgets, lr, logging, checkp
   ]);
   assert.deepEqual(
     r.changed.map((d) => d.path),
-    ['logEvery', 'stages.clip.steps', 'stages.prior.optimizer.lr', 'stages.decoder.model.captionDrop', 'checkpoint.everySteps'],
+    [
+      'logEvery',
+      'stages.clip.steps',
+      'stages.prior.optimizer.lr',
+      'stages.decoder.model.minSnrGamma',
+      'stages.decoder.model.snrWeightFloor',
+      'stages.decoder.model.captionDrop',
+      'checkpoint.everySteps',
+    ],
   );
   assert.deepEqual(resumeCompatibility(saved, saved), { incompatible: [], changed: [] });
 });
