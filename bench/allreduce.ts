@@ -1,5 +1,5 @@
 // `npm run bench -- allreduce [--sizes 4,16,64] [--worlds 2,3] [--iters 5] [--warmup 2] [--max-payload 1048576] [--wire f32]
-//                              [--window <bytes>] [--checksum true|false]`  (the ring's credit window and CRC-32 of
+//                              [--window <bytes>] [--checksum true|false]`  (the ring's credit window and checksum32 of
 //                              chunk bodies; defaults: CollectiveOptions' defaults)
 //                              [--modes ring,raw-burst,raw-paced]  (a subset, e.g. `--modes ring` to profile one side;
 //                              the ratio needs ring and at least one raw way; add ring-nocrc to time the ring

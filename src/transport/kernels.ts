@@ -1,7 +1,7 @@
 // The ring's float32 arithmetic as a tiny WebAssembly SIMD module: four lanes per instruction instead of V8's
 // one element per loop iteration (V8 does not vectorise JavaScript loops). Measured on the development VM over
 // 32 MB: the JavaScript add loop ~13 ms and the owner's add/divide/check loop ~19 ms, against ~2 ms for a memcpy;
-// these kernels run at about memcpy speed, so copying a chunk's operands into the module's memory and the result
+// the kernels themselves run near memcpy speed, so copying a chunk's operands into the module's memory and the result
 // out again still costs less than the JavaScript loop alone.
 //
 // Results are bit-identical to the JavaScript loops: WebAssembly's f32 add and div are IEEE-754 binary32 with
@@ -12,7 +12,7 @@
 // The module is hand-assembled (no toolchain in the build): exports
 //   add(a, b, o, n)        o[i] = a[i] + b[i]                        (byte offsets into memory, n elements)
 //   mean(a, b, o, n, w)    o[i] = (a[i] + b[i]) / w, returns 1 when every o[i] is finite, else 0
-//   sums(p, blocks, acc)   the running sums of checksum64 (below) over `blocks` 16-byte blocks at p, stored at acc
+//   sums(p, blocks, acc)   the running sums of checksum32 (below) over `blocks` 16-byte blocks at p, stored at acc
 
 const I32 = 0x7f;
 const F32 = 0x7d;
