@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { scaleTo } from '../model/images.ts';
 import { tokenize } from '../model/tokenizer.ts';
 import type { Models } from '../trainer/models.ts';
 import { deriveSeed } from '../util/rng.ts';
@@ -84,7 +85,7 @@ export async function generate(models: Models, prompts: string[], config: z.inpu
     const textEmb = textEmbeddings(models, captions);
     const imageEmb = priorEmbeddings(models, captions, textEmb, cfg, deriveSeed(cfg.seed, 1, p));
     const images = decode(models, imageEmb, captions, cfg, deriveSeed(cfg.seed, 2, p));
-    const scores = tf.tidy(() => tf.sum(tf.mul(models.clip.encodeImage(images), textEmb), 1));
+    const scores = tf.tidy(() => tf.sum(tf.mul(models.clip.encodeImage(scaleTo(images, models.clip.config.imageSize)), textEmb), 1));
     const s = Array.from(await scores.data());
     const rgb = await toRgbImages(images);
     tf.dispose([textEmb, imageEmb, images, scores]);
@@ -150,6 +151,7 @@ export async function writeGenerated(results: Generated[], outDir: string): Prom
     }
   }
   const grid = join(outDir, 'grid.png');
-  await writeGrid(results.map((r) => r.images), grid);
+  // Cells of about 128 pixels whatever the decoder's resolution (4× at 32 px, 8× at 16 px).
+  await writeGrid(results.map((r) => r.images), grid, Math.max(1, Math.round(128 / results[0].images[0].width)));
   return { files, grid };
 }

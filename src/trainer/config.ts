@@ -96,7 +96,15 @@ export const RunConfig = z
     same('stages.prior.model.embedDim', prior.model.embedDim, 'stages.clip.model.embedDim', clip.model.embedDim);
     same('stages.decoder.model.embedDim', decoder.model.embedDim, 'stages.clip.model.embedDim', clip.model.embedDim);
     same('stages.clip.model.imageSize', clip.model.imageSize, 'data.imageSize', c.data.imageSize);
-    same('stages.decoder.model.imageSize', decoder.model.imageSize, 'data.imageSize', c.data.imageSize);
+    // The decoder may work below the data's resolution (unCLIP: CLIP at 224 px, the decoder at 64): its training
+    // images are the data's, average-pooled by an integer factor.
+    if (c.data.imageSize % decoder.model.imageSize !== 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['stages', 'decoder', 'model', 'imageSize'],
+        message: `must divide data.imageSize (${c.data.imageSize}) so its images are the data's pooled by a whole factor, got ${decoder.model.imageSize}`,
+      });
+    }
   });
 export type RunConfig = z.infer<typeof RunConfig>;
 

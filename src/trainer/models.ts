@@ -4,6 +4,7 @@
 // loadCheckpoint() rebuilds a run's models from a checkpoint for sampling and evaluation.
 import * as tf from '@tensorflow/tfjs-core';
 import { Clip } from '../model/clip.ts';
+import { poolTo } from '../model/images.ts';
 import { contrastiveLoss } from '../model/losses.ts';
 import { DiffusionPrior } from '../model/prior.ts';
 import { tokenize } from '../model/tokenizer.ts';
@@ -58,7 +59,9 @@ export function toStageBatch(models: Models, stage: StageName, batch: HostBatch,
     // The frozen CLIP: no variableGrads scope is open here, so nothing is taped.
     const imageEmb = models.clip.encodeImage(images);
     const textEmb = stage === 'prior' ? models.clip.encodeText(tokenize(batch.captions, models.clip.config.contextLength)) : undefined;
-    return { images, tokens, imageEmb, textEmb };
+    // CLIP embeds the full-resolution image; the decoder learns to draw it at its own resolution.
+    const stageImages = stage === 'decoder' ? poolTo(images, models.decoder.config.imageSize) : images;
+    return { images: stageImages, tokens, imageEmb, textEmb };
   });
 }
 

@@ -58,6 +58,9 @@ test('a misspelt key is rejected, not ignored', () => {
 test('models that disagree on a shared shape are rejected naming both fields', () => {
   assert.match(errorOf({ stages: { prior: { model: { embedDim: 32 } } } }), /stages\.prior\.model\.embedDim: must equal stages\.clip\.model\.embedDim \(64\)/);
   assert.match(errorOf({ data: { imageSize: 16 } }), /stages\.clip\.model\.imageSize: must equal data\.imageSize \(16\)/);
+  // The decoder may draw below the data's resolution, by a whole factor.
+  assert.equal(parseRunConfig({ stages: { decoder: { model: { imageSize: 16, channelMults: [1, 2] } } } }).stages.decoder.model.imageSize, 16);
+  assert.match(errorOf({ stages: { decoder: { model: { imageSize: 12, channelMults: [1] } } } }), /stages\.decoder\.model\.imageSize: must divide data\.imageSize \(32\)/);
 });
 
 test('run files load from YAML; syntax errors and bad fields name the file', async () => {
