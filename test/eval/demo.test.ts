@@ -11,7 +11,8 @@ import { tinyRun, withTempDir } from '../trainer/fixtures.ts';
 
 test('examples/demo.yaml is a valid run file', async () => {
   const c = await loadRunConfig(DEMO_CONFIG);
-  assert.equal(c.data.imageSize, c.stages.decoder.model.imageSize);
+  assert.equal(c.data.imageSize, c.stages.clip.model.imageSize);
+  assert.equal(c.data.imageSize % c.stages.decoder.model.imageSize, 0);
 });
 
 test('easel demo --smoke writes the dataset, filtered shards, checkpoints, a grid and eval.json under --out', async () => {
