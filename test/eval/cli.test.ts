@@ -47,8 +47,9 @@ test('easel generate writes n PNGs per prompt at the model size and one grid, fr
   assert.ok(files.includes('grid.png'));
   for (const f of files.filter((f) => f !== 'grid.png')) assert.deepEqual(await pngSize(join(out, f)), { format: 'png', width: IMAGE_SIZE, height: IMAGE_SIZE });
   const grid = await pngSize(join(out, 'grid.png'));
-  // 2 rows × 2 columns of 4× scaled images with 2-pixel gaps.
-  assert.deepEqual(grid, { format: 'png', width: 2 * IMAGE_SIZE * 4 + 3 * 2, height: 2 * IMAGE_SIZE * 4 + 3 * 2 });
+  // 2 rows × 2 columns of images scaled to ≈ 128-pixel cells (8× at 16 px) with 2-pixel gaps.
+  const scale = Math.round(128 / IMAGE_SIZE);
+  assert.deepEqual(grid, { format: 'png', width: 2 * IMAGE_SIZE * scale + 3 * 2, height: 2 * IMAGE_SIZE * scale + 3 * 2 });
 });
 
 test('easel generate is deterministic for a seed', async () => {
