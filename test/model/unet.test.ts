@@ -207,6 +207,11 @@ test('snrLossWeight: x0-error weight max(min(SNR, γ), floor), divided by what t
   assert.equal(snrLossWeight(3, 'eps', 5), 1);
 });
 
+test('a floor without Min-SNR, or with the ε objective (unbounded weights), is refused when the decoder is built', () => {
+  assert.throws(() => new Decoder({ ...TINY, snrWeightFloor: 1 }, 1), /set minSnrGamma > 0/);
+  assert.throws(() => new Decoder({ ...TINY, objective: 'eps', minSnrGamma: 5, snrWeightFloor: 1 }, 1), /objective x0 or v/);
+});
+
 test('min-SNR-γ weighting: for every objective the loss is the mean of each example’s x0 error × max(min(SNR, γ), floor)', () => {
   for (const [objective, floor] of [['eps', 0], ['v', 0], ['x0', 0], ['v', 1], ['x0', 1]] as const) {
     const d = new Decoder({ ...TINY, objective, imageEmbDrop: 0, captionDrop: 0, minSnrGamma: 5, snrWeightFloor: floor }, 5);
