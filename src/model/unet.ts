@@ -70,6 +70,14 @@ export const DecoderConfig = z.object({
   schedule: ScheduleKind.default('cosine').describe('noise schedule: cosine (Nichol & Dhariwal) or linear (Ho et al.)'),
   imageEmbDrop: z.number().min(0).max(1).default(0.1).describe('fraction of training examples whose CLIP embedding is dropped (classifier-free guidance)'),
   captionDrop: z.number().min(0).max(1).default(0.5).describe('fraction of training examples whose caption is dropped'),
+}).superRefine((c, ctx) => {
+  if (c.snrWeightFloor === 0) return;
+  if (c.minSnrGamma === 0) {
+    ctx.addIssue({ code: 'custom', path: ['snrWeightFloor'], message: 'only bounds the Min-SNR weight: set minSnrGamma > 0 too, or snrWeightFloor: 0' });
+  } else if (c.objective === 'eps') {
+    // In ε terms the floor's weight is floor / SNR: unbounded at high noise (SNR → 0 at t = T - 1).
+    ctx.addIssue({ code: 'custom', path: ['snrWeightFloor'], message: "with objective 'eps' weights the loss by floor/SNR, unbounded at high noise: use objective x0 or v" });
+  }
 });
 export type DecoderConfig = z.infer<typeof DecoderConfig>;
 
@@ -248,13 +256,6 @@ export class Decoder {
     const levels = cfg.channelMults.length;
     if (cfg.imageSize % 2 ** (levels - 1) !== 0) {
       throw new Error(`decoder imageSize ${cfg.imageSize} is not divisible by 2^${levels - 1} (one halving per level after the first)`);
-    }
-    if (cfg.snrWeightFloor > 0 && cfg.minSnrGamma === 0) {
-      throw new Error('decoder snrWeightFloor only bounds the Min-SNR weight: set minSnrGamma > 0 too, or snrWeightFloor: 0');
-    }
-    if (cfg.snrWeightFloor > 0 && cfg.objective === 'eps') {
-      // In ε terms the floor's weight is floor / SNR: unbounded at high noise (SNR → 0 at t = T - 1).
-      throw new Error("decoder snrWeightFloor with objective 'eps' weights the loss by floor/SNR, unbounded at high noise: use objective x0 or v");
     }
     this.schedule = makeSchedule(cfg.schedule, cfg.timesteps);
     const ps = (this.ps = new ParamStore(seed));

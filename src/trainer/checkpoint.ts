@@ -161,7 +161,6 @@ export function assignWeights(params: Map<string, tf.Variable>, saved: Map<strin
   }
 }
 
-/** Writes one checkpoint under `store`, then points latest.json at it and prunes to `keep`. Returns its URL. */
 /** A checkpoint's content copied out of the live tensors: it can be written while training goes on. */
 export interface CheckpointSnapshot {
   manifest: ManifestInput;
@@ -169,16 +168,20 @@ export interface CheckpointSnapshot {
   optimizer: [string, SafeTensor][] | undefined;
 }
 
-/** Copies weights and optimiser state out of the model now (the copy does not change when training continues). */
+/**
+ * Reads weights and optimiser state out of the model now. No further copy is needed for the snapshot to stay
+ * unchanged while training continues: dataSync() copies out of the backend (wasm, tensorflow) or returns the cpu
+ * backend's own values, which tfjs never writes again (kernels make new tensors; Variable.assign swaps data).
+ */
 export async function snapshotCheckpoint(ckpt: CheckpointWrite): Promise<CheckpointSnapshot> {
-  const copy = ([n, t]: [string, SafeTensor]): [string, SafeTensor] => [n, { ...t, data: t.data.slice() }];
   return {
     manifest: structuredClone(ckpt.manifest),
-    weights: [...ckpt.weights].map(([n, t]) => copy([n, toSafeTensor(t)])),
-    optimizer: ckpt.optimizer ? (await optimizerTensors(ckpt.optimizer.optimizer, ckpt.optimizer.params)).map(copy) : undefined,
+    weights: [...ckpt.weights].map(([n, t]) => [n, toSafeTensor(t)]),
+    optimizer: ckpt.optimizer ? await optimizerTensors(ckpt.optimizer.optimizer, ckpt.optimizer.params) : undefined,
   };
 }
 
+/** Writes one checkpoint under `store`, then points latest.json at it and prunes to `keep`. Returns its URL. */
 export async function writeCheckpoint(store: ObjectStore, ckpt: CheckpointWrite, keep: number): Promise<string> {
   return writeSnapshot(store, await snapshotCheckpoint(ckpt), keep);
 }

@@ -207,7 +207,7 @@ test('snrLossWeight: x0-error weight max(min(SNR, γ), floor), divided by what t
   assert.equal(snrLossWeight(3, 'eps', 5), 1);
 });
 
-test('a floor without Min-SNR, or with the ε objective (unbounded weights), is refused when the decoder is built', () => {
+test('a floor without Min-SNR, or with the ε objective (unbounded weights), is refused by the decoder config', () => {
   assert.throws(() => new Decoder({ ...TINY, snrWeightFloor: 1 }, 1), /set minSnrGamma > 0/);
   assert.throws(() => new Decoder({ ...TINY, objective: 'eps', minSnrGamma: 5, snrWeightFloor: 1 }, 1), /objective x0 or v/);
 });

@@ -6,13 +6,13 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/model/backend.ts';
 import { openStore } from '../../src/data/store/index.ts';
-import { assignWeights, readCheckpoint, restoreOptimizer, writeCheckpoint, type ManifestInput } from '../../src/trainer/checkpoint.ts';
+import { assignWeights, readCheckpoint, restoreOptimizer, snapshotCheckpoint, writeCheckpoint, writeSnapshot, type ManifestInput } from '../../src/trainer/checkpoint.ts';
 import { identityReduce, trainStep } from '../../src/trainer/step.ts';
 import { regression } from './fixtures.ts';
 
 await initBackend();
 
-/** Top-level names that hold objects (the file store leaves emptied folders behind; object stores have none). */
+/** Top-level names that hold objects (as an object store lists them). */
 async function entries(dir: string): Promise<string[]> {
   const store = await openStore(dir);
   const names = new Set<string>();
@@ -75,6 +75,30 @@ test('weights and Adam state restored from a checkpoint continue training bit fo
     optB.dispose();
     a.dispose();
     b.dispose();
+  }));
+
+test('a snapshot keeps the weights and Adam state of its step while training goes on (background writes)', () =>
+  withDir(async (dir) => {
+    const m = regression(3, 91);
+    const opt = tf.train.adam(0.01);
+    const step = () => trainStep({ params: m.params, loss: m.loss, optimizer: opt, reduce: identityReduce, learningRate: 0.01, weightDecay: 0 });
+    for (let i = 0; i < 3; i++) await step();
+    const atSnapshot = bytes(m.params);
+    const snap = await snapshotCheckpoint({ manifest: manifest(3), weights: [...m.params].map(([n, v]) => [`m.${n}`, v]), optimizer: { optimizer: opt, params: m.params } });
+    const momentsAtSnapshot = snap.optimizer!.map(([n, t]) => [n, Array.from(t.data)]);
+    for (let i = 0; i < 3; i++) await step();
+    assert.notDeepEqual(bytes(m.params), atSnapshot, 'training moved the weights');
+    const store = await openStore(dir);
+    await writeSnapshot(store, snap, 2);
+    await store.close();
+    const ckpt = await readCheckpoint(dir);
+    const restored = regression(60, 91);
+    assignWeights(restored.params, ckpt.weights, 'm.');
+    assert.deepEqual(bytes(restored.params), atSnapshot);
+    assert.deepEqual([...ckpt.optimizer!].map(([n, t]) => [n, Array.from(t.data)]), momentsAtSnapshot);
+    opt.dispose();
+    m.dispose();
+    restored.dispose();
   }));
 
 test('latest.json resolves to the newest checkpoint and only `keep` checkpoints remain', () =>

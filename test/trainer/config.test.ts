@@ -61,6 +61,7 @@ test('models that disagree on a shared shape are rejected naming both fields', (
   // The decoder may draw below the data's resolution, by a whole factor.
   assert.equal(parseRunConfig({ stages: { decoder: { model: { imageSize: 16, channelMults: [1, 2] } } } }).stages.decoder.model.imageSize, 16);
   assert.match(errorOf({ stages: { decoder: { model: { imageSize: 12, channelMults: [1] } } } }), /stages\.decoder\.model\.imageSize: must divide data\.imageSize \(32\)/);
+  assert.match(errorOf({ stages: { decoder: { model: { snrWeightFloor: 1 } } } }), /stages\.decoder\.model\.snrWeightFloor: only bounds the Min-SNR weight/);
 });
 
 test('run files load from YAML; syntax errors and bad fields name the file', async () => {
