@@ -85,7 +85,9 @@ test('a snapshot keeps the weights and Adam state of its step while training goe
     for (let i = 0; i < 3; i++) await step();
     const atSnapshot = bytes(m.params);
     const snap = await snapshotCheckpoint({ manifest: manifest(3), weights: [...m.params].map(([n, v]) => [`m.${n}`, v]), optimizer: { optimizer: opt, params: m.params } });
-    const momentsAtSnapshot = snap.optimizer!.map(([n, t]) => [n, Array.from(t.data)]);
+    // A copy of the bytes (Buffer.from of a Uint8Array copies), so later changes to the snapshot would show.
+    const raw = (d: ArrayBufferView) => Buffer.from(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+    const momentsAtSnapshot = snap.optimizer!.map(([n, t]) => [n, raw(t.data)]);
     for (let i = 0; i < 3; i++) await step();
     assert.notDeepEqual(bytes(m.params), atSnapshot, 'training moved the weights');
     const store = await openStore(dir);
@@ -95,7 +97,7 @@ test('a snapshot keeps the weights and Adam state of its step while training goe
     const restored = regression(60, 91);
     assignWeights(restored.params, ckpt.weights, 'm.');
     assert.deepEqual(bytes(restored.params), atSnapshot);
-    assert.deepEqual([...ckpt.optimizer!].map(([n, t]) => [n, Array.from(t.data)]), momentsAtSnapshot);
+    assert.deepEqual([...ckpt.optimizer!].map(([n, t]) => [n, raw(t.data)]), momentsAtSnapshot);
     opt.dispose();
     m.dispose();
     restored.dispose();
