@@ -50,6 +50,10 @@ export const DecoderConfig = z.object({
   channels: z.number().int().min(1).default(32).describe('channels of the first UNet level'),
   channelMults: z.array(z.number().int().min(1)).min(1).default([1, 2, 4]).describe('channel multiplier per resolution level (one level per entry, halving the resolution each)'),
   resBlocks: z.number().int().min(1).default(1).describe('residual blocks per level on the way down (one more on the way up)'),
+  scaleShiftNorm: z
+    .boolean()
+    .default(false)
+    .describe('residual blocks take the (timestep + CLIP) embedding as a per-channel scale and shift of their second GroupNorm (ADM’s AdaGN) instead of adding it as a bias'),
   groups: z.number().int().min(1).default(8).describe('GroupNorm groups; must divide every level’s channel count'),
   attentionHeads: z.number().int().min(1).default(4).describe('heads of the self-attention at the lowest resolution'),
   embedDim: z.number().int().min(1).default(64).describe('CLIP embedding width D (must equal the CLIP model’s)'),
@@ -167,7 +171,12 @@ export function upsampleNearest2x(x: tf.Tensor4D): tf.Tensor4D {
   return tf.reshape(tf.concat([wide, wide], 2), [b, 2 * h, 2 * w, c]); // each row twice along H
 }
 
-/** GroupNorm → SiLU → conv, + projected embedding, → GroupNorm → SiLU → conv (zero-init), + skip. */
+/**
+ * GroupNorm → SiLU → conv, + projected embedding, → GroupNorm → SiLU → conv (zero-init), + skip. With `scaleShift`
+ * (ADM's AdaGN, Dhariwal & Nichol 2021) the embedding instead scales and shifts the second GroupNorm's output per
+ * channel: norm(h)·(1 + s) + b. A bias can only move every pixel of a channel alike; a scale can switch a
+ * channel's spatial pattern on or off, which is how the conditioning selects a shape rather than a colour.
+ */
 class ResBlock {
   readonly norm1: GroupNorm;
   readonly conv1: Conv;
@@ -176,10 +185,10 @@ class ResBlock {
   readonly conv2: Conv;
   readonly skip?: Conv;
 
-  constructor(ps: ParamStore, inCh: number, outCh: number, embDim: number, groups: number) {
+  constructor(ps: ParamStore, inCh: number, outCh: number, embDim: number, groups: number, readonly scaleShift = false) {
     this.norm1 = new GroupNorm(ps.scope('norm1'), inCh, groups);
     this.conv1 = new Conv(ps.scope('conv1'), inCh, outCh);
-    this.emb = new Linear(ps.scope('emb'), embDim, outCh, { std: 1 / Math.sqrt(embDim) });
+    this.emb = new Linear(ps.scope('emb'), embDim, scaleShift ? 2 * outCh : outCh, { std: 1 / Math.sqrt(embDim) });
     this.norm2 = new GroupNorm(ps.scope('norm2'), outCh, groups);
     this.conv2 = new Conv(ps.scope('conv2'), outCh, outCh, 3, 1, true);
     if (inCh !== outCh) this.skip = new Conv(ps.scope('skip'), inCh, outCh, 1);
@@ -189,8 +198,14 @@ class ResBlock {
   apply(x: tf.Tensor4D, emb: tf.Tensor2D): tf.Tensor4D {
     let h = this.conv1.apply(silu(this.norm1.apply(x)));
     const e = this.emb.apply(silu(emb));
-    h = tf.add(h, tf.reshape(e, [e.shape[0], 1, 1, e.shape[1]]));
-    h = this.conv2.apply(silu(this.norm2.apply(h)));
+    const perChannel = (t: tf.Tensor2D) => tf.reshape(t, [t.shape[0], 1, 1, t.shape[1]]);
+    if (this.scaleShift) {
+      const [scale, shift] = tf.split(e, 2, 1) as [tf.Tensor2D, tf.Tensor2D];
+      h = tf.add(tf.mul(this.norm2.apply(h), tf.add(perChannel(scale), 1)), perChannel(shift));
+    } else {
+      h = this.norm2.apply(tf.add(h, perChannel(e)));
+    }
+    h = this.conv2.apply(silu(h));
     return tf.add(this.skip ? this.skip.apply(x) : x, h);
   }
 }
@@ -284,7 +299,7 @@ export class Decoder {
     let cur = ch;
     const lowest = levels - 1;
     const layer = (lps: ParamStore, inCh: number, outCh: number, attention: boolean): Layer => ({
-      res: new ResBlock(lps.scope('res'), inCh, outCh, E, cfg.groups),
+      res: new ResBlock(lps.scope('res'), inCh, outCh, E, cfg.groups, cfg.scaleShiftNorm),
       attn: attention ? new AttentionBlock(lps.scope('attn'), outCh, cfg.attentionHeads, cfg.groups, contextDim) : undefined,
     });
     for (let level = 0; level < levels; level++) {
@@ -301,9 +316,9 @@ export class Decoder {
       this.down.push({ layers, downsample });
     }
     this.mid = {
-      res1: new ResBlock(ps.scope('mid.res1'), cur, cur, E, cfg.groups),
+      res1: new ResBlock(ps.scope('mid.res1'), cur, cur, E, cfg.groups, cfg.scaleShiftNorm),
       attn: new AttentionBlock(ps.scope('mid.attn'), cur, cfg.attentionHeads, cfg.groups, contextDim),
-      res2: new ResBlock(ps.scope('mid.res2'), cur, cur, E, cfg.groups),
+      res2: new ResBlock(ps.scope('mid.res2'), cur, cur, E, cfg.groups, cfg.scaleShiftNorm),
     };
     for (let level = lowest; level >= 0; level--) {
       const lps = ps.scope('up').scope(level);

@@ -341,3 +341,34 @@ test('UNet gradients match finite differences (GroupNorm, strided conv, upsampli
   tf.dispose(Object.values(batch));
   dispose(d);
 });
+
+test('scaleShiftNorm: each block’s embedding projection gives a scale and a shift per channel, and the CLIP embedding changes the prediction', () => {
+  const plain = new Decoder(TINY, 3);
+  const d = new Decoder({ ...TINY, scaleShiftNorm: true }, 3);
+  const shapes = (m: Decoder) => new Map([...m.params()].map(([k, v]) => [k, v.shape]));
+  // Same parameter names; only the embedding projections double their output width.
+  assert.deepEqual([...shapes(d).keys()], [...shapes(plain).keys()]);
+  for (const [name, shape] of shapes(d)) {
+    const before = shapes(plain).get(name)!;
+    if (/res\d?\.emb\.(w|b)$/.test(name)) assert.equal(shape.at(-1), 2 * before.at(-1)!, name);
+    else assert.deepEqual(shape, before, name);
+  }
+  randomize(d, 100);
+  tf.tidy(() => {
+    const { images, imageEmb, tokens } = colouredSquares();
+    const t = [10, 400, 700, 999];
+    const base = d.predict(images, t, { imageEmb, tokens });
+    assert.ok(maxAbsDiff(base, d.predict(images, t, { imageEmb: tf.zerosLike(imageEmb), tokens })) > 1e-3, 'CLIP embedding ignored');
+  });
+  dispose(plain);
+  dispose(d);
+});
+
+test('scaleShiftNorm gradients match finite differences', () => {
+  const d = new Decoder({ ...TINY, scaleShiftNorm: true, imageEmbDrop: 0, captionDrop: 0 }, 6);
+  randomize(d, 400);
+  const batch = colouredSquares();
+  checkGradients(d.params(), () => d.loss(batch, 3), ['down.0.0.res.emb.w', 'mid.res1.emb.b', 'up.0.1.res.norm2.g', 'clip.emb.w', 'out.conv.w']);
+  tf.dispose(Object.values(batch));
+  dispose(d);
+});
