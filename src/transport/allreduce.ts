@@ -30,6 +30,8 @@ import {
   Phase,
   blockSpans,
   bodyChecksum,
+  checkBody,
+  checksumRequired,
   chunkCount,
   chunkSpan,
   decodeHeader,
@@ -113,6 +115,8 @@ export interface RingStats {
 const KIND_TOKEN: Record<Kind, string> = { [Kind.AllReduce]: 'ar', [Kind.AllGather]: 'ag', [Kind.Broadcast]: 'bc' };
 const WIRE_DTYPE = { f32: Dtype.F32, bf16: Dtype.BF16, f16: Dtype.F16 } as const;
 const ACK_BYTES = 24;
+/** Bytes reserved after each message in a send arena: the zero padding (< 16 bytes) of an in-place checksum, + 8-byte alignment. */
+const ARENA_SLACK = 23;
 
 /** A fresh Uint8Array with its own ArrayBuffer (NATS hands out Buffers that share a pool). */
 function copyOf(bytes: Uint8Array): Uint8Array {
@@ -198,17 +202,17 @@ export class Ring {
   private early: { step: number; seq: number; msg: Uint8Array }[] = [];
   private earlyBytes = 0;
   private closed = false;
-  /**
-   * Send buffers of the last two all-reduces, reused: once all-reduce k has completed here, every message of
-   * all-reduce k-1 has left this process (k's completion needs a successor to have received one of k's messages,
-   * and the connection writes in order), so k+1 may overwrite k-1's buffer. Gathers allocate per call instead
-   * (their completion does not depend on this rank's sends).
-   */
-  private arenas: (Uint8Array | undefined)[] = [undefined, undefined];
   private allReduces = 0;
   /** Reused for chunk bodies that cannot be viewed in place (unaligned or 16-bit). */
   private scratch = new Float32Array(0);
-  /** Scratch vectors and SIMD kernels for float32 reduce-scatter chunks. */
+  /**
+   * The SIMD kernels, their scratch vectors and the send buffers of the last two all-reduces, in one WebAssembly
+   * memory: a reduce-scatter chunk's sum is written straight into its outgoing message and checksummed there.
+   * The send buffers alternate: once all-reduce k has completed here, every message of all-reduce k-1 has left
+   * this process (k's completion needs a successor to have received one of k's messages, and the connection
+   * writes in order), so k+1 may overwrite k-1's buffer. Gathers allocate per call instead (their completion does
+   * not depend on this rank's sends).
+   */
   private kernels?: Kernels;
   private readonly counters: RingStats = { rejected: {}, bytesSent: 0, bytesReceived: 0, collectives: 0 };
 
@@ -356,14 +360,17 @@ export class Ring {
     });
   }
 
-  /** A send buffer big enough for one all-reduce's messages: W-1 segments in each phase, each at most the largest. */
+  /**
+   * A send buffer big enough for one all-reduce's messages (W-1 segments in each phase, each at most the largest,
+   * each message followed by ARENA_SLACK), with kernels for chunks of `per` elements. Bigger needs get new kernels
+   * (a new memory): messages of the previous all-reduce that nats.js has not written yet keep the old one alive.
+   */
   private arena(spans: Span[], per: number, dtype: Dtype): Uint8Array {
-    const largest = Math.max(...spans.map((s) => s.length * BYTES_PER_ELEMENT[dtype] + chunkCount(s.length, per) * (HEADER_BYTES + 8)));
+    const largest = Math.max(...spans.map((s) => s.length * BYTES_PER_ELEMENT[dtype] + chunkCount(s.length, per) * (HEADER_BYTES + ARENA_SLACK)));
     const bytes = 2 * (this.world - 1) * largest;
-    const slot = this.allReduces++ % 2;
-    const have = this.arenas[slot];
-    if (have && have.byteLength >= bytes) return have;
-    return (this.arenas[slot] = new Uint8Array(bytes));
+    const have = this.kernels;
+    if (!have || have.capacity < per || have.arenaBytes < bytes) this.kernels = Kernels.create(Math.max(per, have?.capacity ?? 0), Math.max(bytes, have?.arenaBytes ?? 0));
+    return this.kernels!.arena((this.allReduces++ % 2) as 0 | 1);
   }
 
   private mod(x: number): number {
@@ -392,7 +399,8 @@ export class Ring {
   private onChunk(msg: Uint8Array): void {
     let h: ChunkHeader;
     try {
-      h = decodeHeader(msg, this.options.checksum);
+      // The body's checksum is checked in accept(), where the body is copied anyway.
+      h = decodeHeader(msg, this.options.checksum, false);
     } catch (err) {
       if (err instanceof MalformedChunk) return this.reject(err.reason, err.message);
       throw err;
@@ -431,6 +439,18 @@ export class Ring {
     if (h.offset !== cs.offset || h.length !== cs.length) return this.reject('wrong-layout', `elements ${h.offset}+${h.length}, expected ${cs.offset}+${cs.length}`);
     const bit = h.phase * op.chunksTotal + op.chunkBase[h.segment] + h.chunk;
     if (op.seen[bit]) return this.reject('duplicate', `chunk ${h.chunk} of segment ${h.segment} (${Phase[h.phase]}) again`);
+    // A float32 reduce-scatter body goes into the kernels' b (its operand) and is checksummed there; others are
+    // checksummed through a scratch copy.
+    const kernels = rsPhase && op.dtype === Dtype.F32 ? this.kernels! : undefined;
+    if (kernels) new Uint8Array(kernels.b.buffer, kernels.b.byteOffset, cs.length * 4).set(msg.subarray(HEADER_BYTES));
+    if (checksumRequired(h, this.options.checksum)) {
+      try {
+        checkBody(h, kernels ? kernels.bChecksum(cs.length) : bodyChecksum(msg.subarray(HEADER_BYTES)));
+      } catch (err) {
+        if (err instanceof MalformedChunk) return this.reject(err.reason, err.message);
+        throw err;
+      }
+    }
     op.seen[bit] = 1;
     op.received++;
     this.counters.bytesReceived += msg.byteLength;
@@ -439,21 +459,18 @@ export class Ring {
 
     const dst = op.buf.subarray(cs.offset, cs.offset + cs.length);
     const last = h.hop === this.world - 2;
-    if (rsPhase && op.dtype === Dtype.F32) {
-      // SIMD kernels on copies of the operands (kernels.ts): the partial sum goes into the outgoing message only
-      // (an intermediate rank's sum is just forwarded; the all-gather overwrites dst later); the owner's mean goes
-      // into dst and the outgoing all-gather message.
-      const kernels = this.kernelsFor(op.per);
+    if (kernels) {
+      // SIMD kernels (kernels.ts): this rank's values are copied in as operand a (the received body is in b
+      // already), and the result is written straight into the outgoing message in the kernels' send arena and
+      // checksummed there. An intermediate rank's partial sum is only forwarded (the all-gather overwrites dst
+      // later); the owner's mean also goes into dst.
       kernels.a.set(dst);
-      new Uint8Array(kernels.b.buffer, kernels.b.byteOffset, cs.length * 4).set(msg.subarray(HEADER_BYTES));
-      if (!last) kernels.add(cs.length);
-      else if (!kernels.mean(cs.length, this.world)) op.flags |= FLAG_NONFINITE;
-      const result = kernels.out.subarray(0, cs.length);
-      if (last) dst.set(result);
       const next = this.outgoing(op, cs.length);
-      new Float32Array(next.buffer, next.byteOffset + HEADER_BYTES, cs.length).set(result);
-      // The outgoing body's checksum, read where the kernel left it (no copy into the checksum's scratch).
-      const checksum = this.options.checksum ? kernels.outChecksum(cs.length) || 1 : 0;
+      const body = next.subarray(HEADER_BYTES);
+      if (!last) kernels.add(cs.length, body);
+      else if (!kernels.mean(cs.length, this.world, body)) op.flags |= FLAG_NONFINITE;
+      if (last) dst.set(new Float32Array(body.buffer, body.byteOffset, cs.length));
+      const checksum = this.options.checksum ? kernels.checksumInPlace(body) || 1 : 0;
       if (!last) this.post(op, next, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk, op.flags, checksum);
       else this.post(op, next, Phase.AllGather, 0, h.segment, h.chunk, op.flags, checksum);
     } else if (rsPhase) {
@@ -481,12 +498,6 @@ export class Ring {
     }
     this.ackPredecessor(op, op.received === op.expected);
     this.maybeDone(op);
-  }
-
-  /** The SIMD kernels with room for one chunk of `per` elements. */
-  private kernelsFor(per: number): Kernels {
-    if (!this.kernels || this.kernels.capacity < per) this.kernels = Kernels.create(per);
-    return this.kernels;
   }
 
   /** The chunk's values as float32: a view of the message when aligned, else decoded into a reused scratch buffer. */
@@ -525,7 +536,8 @@ export class Ring {
     const size = HEADER_BYTES + length * BYTES_PER_ELEMENT[op.dtype];
     if (!op.arena) return new Uint8Array(size);
     const msg = op.arena.subarray(op.arenaAt, op.arenaAt + size);
-    op.arenaAt += (size + 7) & ~7; // keep bodies 4-byte aligned
+    // The slack after each message is where an in-place checksum reads its zero padding; 8-byte steps keep bodies aligned.
+    op.arenaAt += (size + ARENA_SLACK) & ~7;
     return msg;
   }
 
@@ -553,12 +565,17 @@ export class Ring {
         offset: cs.offset,
         length: cs.length,
         total: op.total,
-        checksum: checksum ?? (this.options.checksum ? bodyChecksum(msg.subarray(HEADER_BYTES)) : 0),
+        checksum: checksum ?? (this.options.checksum ? this.checksumOf(msg.subarray(HEADER_BYTES)) : 0),
       },
       msg,
     );
     op.queue.push(msg);
     this.pump(op);
+  }
+
+  /** A body's checksum: in place when it lies in the kernels' send arena, else through a scratch copy. */
+  private checksumOf(body: Uint8Array): number {
+    return this.kernels?.owns(body) ? this.kernels.checksumInPlace(body) || 1 : bodyChecksum(body);
   }
 
   /** Publishes queued chunks while the successor's credit window allows. */

@@ -169,9 +169,10 @@ export class MalformedChunk extends Error {
 /**
  * Parses and checks the parts of a chunk that need no context: magic, version, enum ranges, body size against
  * `length` × dtype, and the body's checksum (unless the header's checksum is 0 and `requireChecksum` is false).
- * Context checks (run, generation, step, sender, layout) are the receiver's job.
+ * `verifyBody: false` leaves the checksum to a caller that checks it where it copies the body anyway (the ring:
+ * see checksumRequired). Context checks (run, generation, step, sender, layout) are the receiver's job.
  */
-export function decodeHeader(msg: Uint8Array, requireChecksum = false): ChunkHeader {
+export function decodeHeader(msg: Uint8Array, requireChecksum = false, verifyBody = true): ChunkHeader {
   if (msg.byteLength < HEADER_BYTES) throw new MalformedChunk('short', `${msg.byteLength}-byte message is shorter than the ${HEADER_BYTES}-byte chunk header`);
   const dv = new DataView(msg.buffer, msg.byteOffset, HEADER_BYTES);
   if (dv.getUint32(0, true) !== MAGIC) throw new MalformedChunk('magic', 'not an easel chunk (bad magic)');
@@ -202,11 +203,18 @@ export function decodeHeader(msg: Uint8Array, requireChecksum = false): ChunkHea
   if (bodyBytes !== h.length * BYTES_PER_ELEMENT[h.dtype as Dtype]) {
     throw new MalformedChunk('size', `body is ${bodyBytes} bytes but the header says ${h.length} ${Dtype[h.dtype]} elements`);
   }
-  if (h.checksum !== 0 || requireChecksum) {
-    const sum = bodyChecksum(msg.subarray(HEADER_BYTES));
-    if (sum !== h.checksum) throw new MalformedChunk('checksum', `body checksum ${sum.toString(16)} ≠ header's ${h.checksum.toString(16)}`);
-  }
+  if (verifyBody && checksumRequired(h, requireChecksum)) checkBody(h, bodyChecksum(msg.subarray(HEADER_BYTES)));
   return h;
+}
+
+/** Whether a chunk's body must match its header's checksum: always when required, else when the sender set one. */
+export function checksumRequired(h: ChunkHeader, requireChecksum: boolean): boolean {
+  return h.checksum !== 0 || requireChecksum;
+}
+
+/** Throws MalformedChunk('checksum') unless `sum`, the body's checksum32 as received, is the header's. */
+export function checkBody(h: ChunkHeader, sum: number): void {
+  if ((sum || 1) !== h.checksum) throw new MalformedChunk('checksum', `body checksum ${(sum || 1).toString(16)} ≠ header's ${h.checksum.toString(16)}`);
 }
 
 /** checksum32 of a chunk body (kernels.ts: SIMD sums, ~3× faster than zlib's CRC-32), never 0 (0 in a header means "not computed"). */

@@ -177,9 +177,11 @@ interface Exports {
 }
 
 /**
- * Three float32 scratch vectors `a`, `b`, `out` of `capacity` elements in one WebAssembly memory (then 64 bytes
- * for checksum sums), and the kernels over their first n elements. Callers copy operands into `a`/`b` (or their
- * byte views), run a kernel, and copy `out` where it belongs.
+ * Three float32 scratch vectors `a`, `b`, `out` of `capacity` elements in one WebAssembly memory, 64 bytes for
+ * checksum sums, then two send arenas of `arenaBytes` each (the ring carves its outgoing messages from them, so a
+ * kernel writes its result straight into the message and the message's checksum is read in place). Callers copy
+ * operands into `a`/`b` (or their byte views), run a kernel, and copy or send the result where it belongs.
+ * The memory never grows: a caller that needs more makes new Kernels, and views of the old ones stay valid.
  */
 export class Kernels {
   readonly a: Float32Array;
@@ -187,59 +189,93 @@ export class Kernels {
   readonly out: Float32Array;
   private readonly fns: Exports;
   private readonly acc: Uint32Array;
+  private readonly buffer: ArrayBuffer;
+  private readonly arenas: [Uint8Array, Uint8Array];
   /** Bytes per vector: capacity × 4 rounded up to a whole 16-byte block. */
   private readonly stride: number;
 
-  private constructor(module: WebAssembly.Module, readonly capacity: number) {
+  private constructor(
+    module: WebAssembly.Module,
+    readonly capacity: number,
+    readonly arenaBytes: number,
+  ) {
     const stride = (this.stride = Math.ceil((capacity * 4) / 16) * 16);
-    const memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil((3 * stride + 64) / 65536)) });
+    const arena = Math.ceil(arenaBytes / 16) * 16;
+    const memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil((3 * stride + 64 + 2 * arena) / 65536)) });
     this.fns = new WebAssembly.Instance(module, { e: { m: memory } }).exports as unknown as Exports;
+    this.buffer = memory.buffer;
     this.a = new Float32Array(memory.buffer, 0, capacity);
     this.b = new Float32Array(memory.buffer, stride, capacity);
     this.out = new Float32Array(memory.buffer, 2 * stride, capacity);
     this.acc = new Uint32Array(memory.buffer, 3 * stride, 16);
+    const at = 3 * stride + 64;
+    this.arenas = [new Uint8Array(memory.buffer, at, arenaBytes), new Uint8Array(memory.buffer, at + arena, arenaBytes)];
   }
 
-  /** Kernels with room for `capacity` elements per vector. */
-  static create(capacity: number): Kernels {
-    return new Kernels(kernelModule(), capacity);
+  /** Kernels with room for `capacity` elements per vector and two send arenas of `arenaBytes`. */
+  static create(capacity: number, arenaBytes = 0): Kernels {
+    return new Kernels(kernelModule(), capacity, arenaBytes);
   }
 
-  /** out[0..n) = a + b. */
-  add(n: number): void {
+  /** Send arena 0 or 1. */
+  arena(slot: 0 | 1): Uint8Array {
+    return this.arenas[slot];
+  }
+
+  /** True when `view` lies in this module's memory (a kernel can read or write it in place). */
+  owns(view: Uint8Array): boolean {
+    return view.buffer === this.buffer;
+  }
+
+  /** out[0..n) = a + b, or into `dst` (n float32 in this memory, e.g. a message body in an arena). */
+  add(n: number, dst?: Uint8Array): void {
     this.check(n);
-    this.fns.add(this.a.byteOffset, this.b.byteOffset, this.out.byteOffset, n);
+    this.fns.add(this.a.byteOffset, this.b.byteOffset, this.target(n, dst), n);
   }
 
-  /** out[0..n) = (a + b) / w; false if some result is NaN or ±Inf. */
-  mean(n: number, w: number): boolean {
+  /** out[0..n) (or `dst`) = (a + b) / w; false if some result is NaN or ±Inf. */
+  mean(n: number, w: number, dst?: Uint8Array): boolean {
     this.check(n);
-    return this.fns.mean(this.a.byteOffset, this.b.byteOffset, this.out.byteOffset, n, w) === 1;
+    return this.fns.mean(this.a.byteOffset, this.b.byteOffset, this.target(n, dst), n, w) === 1;
   }
 
   /** checksum32 of the first n elements of `out` (read in place). */
   outChecksum(n: number): number {
     this.check(n);
-    // The bytes after n elements up to the next 16-byte boundary take part as zeros.
-    const bytes = n * 4;
+    return this.checksumInPlace(new Uint8Array(this.buffer, this.out.byteOffset, n * 4));
+  }
+
+  /** checksum32 of the first n elements of `b` (read in place). */
+  bChecksum(n: number): number {
+    this.check(n);
+    return this.checksumInPlace(new Uint8Array(this.buffer, this.b.byteOffset, n * 4));
+  }
+
+  /**
+   * checksum32 of `body`, a view of this memory, read in place. The bytes after it up to the next 16-byte boundary
+   * (of its length) take part as zeros and are overwritten with zeros: the caller leaves that slack free.
+   */
+  checksumInPlace(body: Uint8Array): number {
+    if (!this.owns(body)) throw new RangeError('checksumInPlace: the body is not in the kernels\' memory');
+    const bytes = body.byteLength;
     const padded = Math.ceil(bytes / 16) * 16;
-    new Uint8Array(this.out.buffer, this.out.byteOffset + bytes, padded - bytes).fill(0);
-    return this.checksumAt(this.out.byteOffset, bytes);
+    new Uint8Array(this.buffer, body.byteOffset + bytes, padded - bytes).fill(0);
+    this.fns.sums(body.byteOffset, padded / 16, this.acc.byteOffset);
+    return foldSums(this.acc, bytes);
   }
 
   /** checksum32 of `body` (at most capacity × 4 bytes), copied into `b` first. */
   checksum(body: Uint8Array): number {
-    const padded = Math.ceil(body.byteLength / 16) * 16;
-    if (padded > this.stride) throw new RangeError(`${body.byteLength} bytes do not fit kernels of ${this.capacity} elements`);
-    const at = new Uint8Array(this.b.buffer, this.b.byteOffset, padded);
+    if (Math.ceil(body.byteLength / 16) * 16 > this.stride) throw new RangeError(`${body.byteLength} bytes do not fit kernels of ${this.capacity} elements`);
+    const at = new Uint8Array(this.buffer, this.b.byteOffset, body.byteLength);
     at.set(body);
-    at.fill(0, body.byteLength);
-    return this.checksumAt(this.b.byteOffset, body.byteLength);
+    return this.checksumInPlace(at);
   }
 
-  private checksumAt(p: number, bytes: number): number {
-    this.fns.sums(p, Math.ceil(bytes / 16), this.acc.byteOffset);
-    return foldSums(this.acc, bytes);
+  private target(n: number, dst: Uint8Array | undefined): number {
+    if (!dst) return this.out.byteOffset;
+    if (!this.owns(dst) || dst.byteLength < n * 4) throw new RangeError(`kernel output needs ${n * 4} bytes of the kernels' memory`);
+    return dst.byteOffset;
   }
 
   private check(n: number): void {

@@ -113,3 +113,32 @@ test('outChecksum reads the kernel output in place: the checksum of the same byt
     assert.equal(k.outChecksum(n), checksum32(bytes(k.out.slice(0, n))), `n=${n}`);
   }
 });
+
+test('kernels write into a send arena in place, read b and arena bodies in place, and refuse memory they do not own', () => {
+  const k = Kernels.create(100, 1000);
+  const arena = k.arena(1);
+  assert.equal(arena.byteLength, 1000);
+  assert.ok(k.owns(arena) && k.owns(k.arena(0)) && !k.owns(new Uint8Array(1000)));
+  // Arenas and scratch vectors do not overlap.
+  const spans = [k.a, k.b, k.out, k.arena(0), k.arena(1)].map((v) => [v.byteOffset, v.byteOffset + v.byteLength]).sort((x, y) => x[0] - y[0]);
+  for (let i = 1; i < spans.length; i++) assert.ok(spans[i][0] >= spans[i - 1][1], 'regions overlap');
+  for (const n of [1, 5, 99]) {
+    const a = wideVector(n, 11);
+    const b = wideVector(n, 12);
+    k.a.set(a);
+    k.b.set(b);
+    const body = arena.subarray(60, 60 + n * 4); // 4-byte aligned, as a message body after its 56-byte header + slack
+    arena.fill(0xee);
+    k.add(n, body);
+    assert.ok(same(new Float32Array(body.slice().buffer), a.map((x, i) => x + b[i])), `add into the arena, n=${n}`);
+    assert.equal(arena[60 + n * 4], 0xee, 'nothing written past the body');
+    const expected = checksum32(body.slice());
+    assert.equal(k.checksumInPlace(body), expected, `in-place checksum of an arena body, n=${n}`);
+    assert.equal(k.bChecksum(n), checksum32(bytes(b)), `b read in place, n=${n}`);
+    assert.equal(k.mean(n, 3, body), a.map((x, i) => Math.fround(Math.fround(x + b[i]) / 3)).every(Number.isFinite));
+    assert.ok(same(new Float32Array(body.slice().buffer), a.map((x, i) => Math.fround(Math.fround(x + b[i]) / 3))), `mean into the arena, n=${n}`);
+  }
+  assert.throws(() => k.add(10, new Uint8Array(40)), /kernels' memory/);
+  assert.throws(() => k.add(10, arena.subarray(0, 36)), /kernels' memory/);
+  assert.throws(() => k.checksumInPlace(new Uint8Array(16)), /not in the kernels/);
+});
