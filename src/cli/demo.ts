@@ -132,6 +132,7 @@ export async function run(argv: string[]): Promise<number> {
       clip: report.clip,
       prior: report.prior,
       decoder: report.decoder,
+      decoder_from_image_embedding: report.decoder_from_image_embedding,
       wall_s: (Date.now() - t0) / 1000,
       cpu_s: (cpu.user + cpu.system) / 1e6,
       timings,

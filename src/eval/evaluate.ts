@@ -10,6 +10,10 @@
 //   decoder.blank            the fraction of those images in which the analyser finds no shape (its colour and
 //                            shape readings are then guesses: noise or an empty canvas can score by chance);
 //   decoder.by_pair          the same figures per colour–shape pair of the captions ("green triangle": …).
+//   decoder_from_image_embedding  the same figures for images the decoder draws from the CLIP embeddings of the
+//                            held-out *images* (no prior): where they are good and decoder.* is not, the prior is
+//                            what fails the held-out pairs; where both are poor, the decoder (or CLIP's embedding
+//                            of the pair) is.
 import * as tf from '@tensorflow/tfjs-core';
 import { z } from 'zod';
 import { decodeImage } from '../data/loader.ts';
@@ -38,6 +42,7 @@ export interface EvalReport {
   clip: { retrieval_top1: number; retrieval_top1_color_shape: number };
   prior: { cosine: number; text_baseline_cosine: number };
   decoder: DecoderScores & { by_pair: Record<string, DecoderScores & { n: number }> };
+  decoder_from_image_embedding: EvalReport['decoder'];
   /** How many samples each figure is over, and the settings used. */
   counts: { retrieval: number; prior: number; decoder: number };
   config: EvalConfig;
@@ -160,9 +165,11 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
   const priorCos = list.map((_, i) => cos(priorEmb[i], imgEmb[i]));
   const baseCos = list.map((_, i) => cos(txtEmb[i], imgEmb[i]));
 
-  // Decoder: text → prior → decoder for the first `generate` captions, judged by the analyser.
+  // Decoder: text → prior → decoder for the first `generate` captions, judged by the analyser; then the same
+  // from the true images' CLIP embeddings, which leaves the prior out.
   const gen = list.slice(0, cfg.generate);
   const judged: Parameters<typeof scoreDecoder>[0] = [];
+  const fromImage: Parameters<typeof scoreDecoder>[0] = [];
   for (let i = 0; i < gen.length; i += cfg.batchSize) {
     const caps = gen.slice(i, i + cfg.batchSize).map((s) => s.caption);
     const te = textEmbeddings(models, caps);
@@ -172,11 +179,18 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
     tf.dispose([te, pe, images]);
     onImages?.(rgb, caps);
     rgb.forEach((img, j) => judged.push({ truth: gen[i + j].truth, reading: analyseShape(img.data, img.width, img.height) }));
+
+    const ie = tf.tensor2d(imgEmb.slice(i, i + caps.length));
+    const fromIe = decode(models, ie, caps, cfg, deriveSeed(cfg.seed, 4, i));
+    const rgbIe = await toRgbImages(fromIe);
+    tf.dispose([ie, fromIe]);
+    rgbIe.forEach((img, j) => fromImage.push({ truth: gen[i + j].truth, reading: analyseShape(img.data, img.width, img.height) }));
   }
   return {
     clip: { retrieval_top1: hits / list.length, retrieval_top1_color_shape: pairHits / list.length },
     prior: { cosine: mean(priorCos), text_baseline_cosine: mean(baseCos) },
     decoder: scoreDecoder(judged),
+    decoder_from_image_embedding: scoreDecoder(fromImage),
     counts: { retrieval: list.length, prior: list.length, decoder: gen.length },
     config: cfg,
   };

@@ -93,6 +93,11 @@ test('easel eval writes eval.json with every figure, each in range', async () =>
   assert.ok(inUnit(r.clip.retrieval_top1) && inUnit(r.clip.retrieval_top1_color_shape), JSON.stringify(r.clip));
   assert.ok(inCos(r.prior.cosine) && inCos(r.prior.text_baseline_cosine), JSON.stringify(r.prior));
   assert.ok(inUnit(r.decoder.color_accuracy) && inUnit(r.decoder.shape_accuracy), JSON.stringify(r.decoder));
+  // The same scores for images decoded from the held-out images' own CLIP embeddings (no prior), over the same samples.
+  const fromImage = r.decoder_from_image_embedding;
+  assert.ok(inUnit(fromImage.color_accuracy) && inUnit(fromImage.shape_accuracy) && inUnit(fromImage.blank), JSON.stringify(fromImage));
+  assert.deepEqual(Object.keys(fromImage.by_pair), Object.keys(r.decoder.by_pair));
+  for (const [pair, v] of Object.entries(fromImage.by_pair) as [string, { n: number }][]) assert.equal(v.n, r.decoder.by_pair[pair].n, pair);
   assert.deepEqual(r.counts, { retrieval: 6, prior: 6, decoder: 4 });
 });
 
