@@ -3,10 +3,12 @@
 //
 //   image [B, H, W, 3] → patches [B, N, P·P·3] → linear → [class, patches] + pos → LN → transformer → LN(class)
 //     → proj → L2-normalise → [B, D]
+//   (with `convStem`, the patch step is log2(P) stride-2 3×3 convolutions with GELU, then a 1×1 projection: the
+//   tokens are the same P×P cells, each seen through a small convolutional feature extractor — Xiao et al. 2021)
 //   tokens [B, T] → embed + pos → causal transformer → hidden state at EOS → LN → proj → L2-normalise → [B, D]
 import * as tf from '@tensorflow/tfjs-core';
 import { z } from 'zod';
-import { Embedding, LayerNorm, Linear, ParamStore, PositionalEmbedding, Transformer, l2Normalize } from './nn.ts';
+import { Conv, Embedding, LayerNorm, Linear, ParamStore, PositionalEmbedding, Transformer, gelu, l2Normalize } from './nn.ts';
 import { EOS, VOCAB_SIZE } from './tokenizer.ts';
 import { LOGIT_SCALE_INIT, contrastiveLoss } from './losses.ts';
 
@@ -14,6 +16,10 @@ export const ClipConfig = z
   .object({
     imageSize: z.number().int().min(1).default(32).describe('input image side in pixels (square)'),
     patchSize: z.number().int().min(1).default(8).describe('ViT patch side in pixels; must divide imageSize'),
+    convStem: z
+      .boolean()
+      .default(false)
+      .describe('tokens from log2(patchSize) stride-2 3×3 convolutions (GELU) and a 1×1 projection instead of one linear map of each patch (early convolutions, Xiao et al. 2021); patchSize must be a power of two'),
     width: z.number().int().min(1).default(64).describe('width of the image transformer'),
     layers: z.number().int().min(1).default(2).describe('blocks of the image transformer'),
     heads: z.number().int().min(1).default(4).describe('attention heads of the image transformer; must divide width'),
@@ -25,6 +31,9 @@ export const ClipConfig = z
   })
   .superRefine((c, ctx) => {
     if (c.imageSize % c.patchSize !== 0) ctx.addIssue({ code: 'custom', path: ['patchSize'], message: `patchSize ${c.patchSize} must divide imageSize ${c.imageSize}` });
+    if (c.convStem && (c.patchSize < 2 || !Number.isInteger(Math.log2(c.patchSize)))) {
+      ctx.addIssue({ code: 'custom', path: ['convStem'], message: `needs patchSize a power of two ≥ 2 (one stride-2 convolution per halving), got ${c.patchSize}` });
+    }
     if (c.width % c.heads !== 0) ctx.addIssue({ code: 'custom', path: ['heads'], message: `heads ${c.heads} must divide width ${c.width}` });
     if (c.textWidth % c.textHeads !== 0) ctx.addIssue({ code: 'custom', path: ['textHeads'], message: `textHeads ${c.textHeads} must divide textWidth ${c.textWidth}` });
   });
@@ -45,6 +54,8 @@ export class Clip {
 
   // Image encoder.
   private readonly patchEmbed: Linear;
+  /** convStem: stride-2 convolutions, channels doubling up to width (patchEmbed is then a 1×1 projection). */
+  private readonly stem: Conv[] = [];
   private readonly classToken: tf.Variable;
   private readonly imagePos: PositionalEmbedding;
   private readonly lnPre: LayerNorm;
@@ -66,8 +77,19 @@ export class Clip {
     const patches = (c.imageSize / c.patchSize) ** 2;
     // As in CLIP's ViT: patch projection at fan-in scale, class token and positions at width^-0.5, so where a
     // patch sits is visible from the first step (at std 0.01 a tiny model long confused left with right).
-    const patchDim = c.patchSize * c.patchSize * 3;
-    this.patchEmbed = new Linear(v.scope('patch'), patchDim, c.width, { std: patchDim ** -0.5 });
+    if (c.convStem) {
+      const halvings = Math.log2(c.patchSize);
+      let inCh = 3;
+      for (let i = 0; i < halvings; i++) {
+        const outCh = Math.max(8, Math.round(c.width / 2 ** (halvings - 1 - i)));
+        this.stem.push(new Conv(v.scope('stem').scope(i), inCh, outCh, 3, 2));
+        inCh = outCh;
+      }
+      this.patchEmbed = new Linear(v.scope('patch'), inCh, c.width, { std: inCh ** -0.5 });
+    } else {
+      const patchDim = c.patchSize * c.patchSize * 3;
+      this.patchEmbed = new Linear(v.scope('patch'), patchDim, c.width, { std: patchDim ** -0.5 });
+    }
     this.classToken = v.normal('classToken', [c.width], c.width ** -0.5);
     this.imagePos = new PositionalEmbedding(v.scope('pos'), patches + 1, c.width, c.width ** -0.5);
     this.lnPre = new LayerNorm(v.scope('lnPre'), c.width);
@@ -96,9 +118,17 @@ export class Clip {
     const [b, h, w, ch] = images.shape;
     if (h !== s || w !== s || ch !== 3) throw new Error(`CLIP expects images [B, ${s}, ${s}, 3], got [${images.shape}]`);
     const g = s / p; // patches per side
-    // Cut into P×P patches with rank-4 ops only: [B·g, P, g, P·3] → [B·g, g, P, P·3] → [B·g·g, P·P·3].
-    const rows = tf.reshape(images, [b * g, p, g, p * 3]);
-    const patches = tf.reshape(tf.transpose(rows, [0, 2, 1, 3]), [b * g * g, p * p * 3]);
+    let patches: tf.Tensor2D;
+    if (this.stem.length > 0) {
+      // Each stride-2 conv halves the side: after log2(P) of them one pixel per P×P cell, row-major like the patches.
+      let f: tf.Tensor4D = images;
+      for (const conv of this.stem) f = gelu(conv.apply(f));
+      patches = tf.reshape(f, [b * g * g, f.shape[3]]);
+    } else {
+      // Cut into P×P patches with rank-4 ops only: [B·g, P, g, P·3] → [B·g, g, P, P·3] → [B·g·g, P·P·3].
+      const rows = tf.reshape(images, [b * g, p, g, p * 3]);
+      patches = tf.reshape(tf.transpose(rows, [0, 2, 1, 3]), [b * g * g, p * p * 3]);
+    }
     const tokens = tf.reshape(this.patchEmbed.apply(patches), [b, g * g, width]); // [B, N, C]
     const cls = tf.add(tf.zeros([b, 1, width]), tf.reshape(this.classToken, [1, 1, width])); // [B, 1, C]
     let x = this.imagePos.apply(tf.concat([cls, tokens], 1) as tf.Tensor3D); // [B, N+1, C]

@@ -100,6 +100,29 @@ export class Linear {
 }
 
 /** Layer normalisation over the last axis with learned gain g and bias b (both [C]). */
+/** 2-D convolution, 'same' padding, weights [k, k, Cin, Cout] with N(0, 1/fan-in) init (or zeros). */
+export class Conv {
+  readonly w: tf.Variable;
+  readonly b: tf.Variable;
+
+  constructor(
+    ps: ParamStore,
+    inCh: number,
+    outCh: number,
+    readonly kernel = 3,
+    readonly stride: 1 | 2 = 1,
+    zeroInit = false,
+  ) {
+    const shape = [kernel, kernel, inCh, outCh];
+    this.w = zeroInit ? ps.zeros('w', shape) : ps.normal('w', shape, 1 / Math.sqrt(kernel * kernel * inCh));
+    this.b = ps.zeros('b', [outCh]);
+  }
+
+  apply(x: tf.Tensor4D): tf.Tensor4D {
+    return tf.add(tf.conv2d(x, this.w as tf.Tensor4D, this.stride, 'same'), this.b);
+  }
+}
+
 export class LayerNorm {
   readonly g: tf.Variable;
   readonly b: tf.Variable;

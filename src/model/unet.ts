@@ -23,7 +23,7 @@
 // reshapes (no resizeNearestNeighbor, whose gradient is wrong on the cpu backend for batch > 1).
 import * as tf from '@tensorflow/tfjs-core';
 import { z } from 'zod';
-import { Attention, Embedding, LayerNorm, Linear, ParamStore, PositionalEmbedding, timestepEmbedding, Transformer } from './nn.ts';
+import { Attention, Conv, Embedding, LayerNorm, Linear, ParamStore, PositionalEmbedding, timestepEmbedding, Transformer } from './nn.ts';
 import {
   alphaBar,
   classifierFreeGuidance,
@@ -114,29 +114,6 @@ const silu = <T extends tf.Tensor>(x: T): T => tf.mul(x, tf.sigmoid(x)) as T;
 export function snrLossWeight(snr: number, objective: DecoderConfig['objective'], gamma: number, floor = 0): number {
   const x0Weight = Math.max(Math.min(snr, gamma), floor);
   return x0Weight / (objective === 'eps' ? snr : objective === 'v' ? snr + 1 : 1);
-}
-
-/** 2-D convolution, 'same' padding, weights [k, k, Cin, Cout] with N(0, 1/fan-in) init (or zeros). */
-class Conv {
-  readonly w: tf.Variable;
-  readonly b: tf.Variable;
-
-  constructor(
-    ps: ParamStore,
-    inCh: number,
-    outCh: number,
-    readonly kernel = 3,
-    readonly stride: 1 | 2 = 1,
-    zeroInit = false,
-  ) {
-    const shape = [kernel, kernel, inCh, outCh];
-    this.w = zeroInit ? ps.zeros('w', shape) : ps.normal('w', shape, 1 / Math.sqrt(kernel * kernel * inCh));
-    this.b = ps.zeros('b', [outCh]);
-  }
-
-  apply(x: tf.Tensor4D): tf.Tensor4D {
-    return tf.add(tf.conv2d(x, this.w as tf.Tensor4D, this.stride, 'same'), this.b);
-  }
 }
 
 /** GroupNorm (Wu & He 2018): normalise each example over H, W and a group of C/G channels. */

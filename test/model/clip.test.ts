@@ -151,3 +151,46 @@ test('a tiny CLIP trained on six coloured shapes retrieves every caption’s ima
   optimizer.dispose();
   clip.dispose();
 });
+
+test('convStem: tokens from stride-2 convolutions — unit embeddings, a bad patch size names the field, gradients match finite differences', () => {
+  assert.deepEqual(ClipConfig.safeParse({ imageSize: 24, patchSize: 6, convStem: true }).error!.issues[0].path, ['convStem']);
+  assert.deepEqual(ClipConfig.safeParse({ imageSize: 32, patchSize: 1, convStem: true }).error!.issues[0].path, ['convStem']);
+  const clip = new Clip({ ...TINY, imageSize: 8, contextLength: 12, convStem: true }, 4);
+  // patchSize 4 → two stride-2 convolutions (8 → 16 → 32 channels here), then the 1×1 projection to width.
+  const names = [...clip.params().keys()];
+  assert.deepEqual(names.filter((n) => n.startsWith('visual.stem.') || n.startsWith('visual.patch.')), ['visual.stem.0.w', 'visual.stem.0.b', 'visual.stem.1.w', 'visual.stem.1.b', 'visual.patch.w', 'visual.patch.b']);
+  assert.deepEqual(clip.params().get('visual.stem.1.w')!.shape, [3, 3, 16, 32]);
+  const images = tf.randomUniform([3, 8, 8, 3], -1, 1, 'float32', 5) as tf.Tensor4D;
+  tf.tidy(() => {
+    const e = clip.encodeImage(images);
+    assert.deepEqual(e.shape, [3, 32]);
+    for (const n of tf.norm(e, 'euclidean', 1).dataSync()) assert.ok(Math.abs(n - 1) < 1e-4);
+    // A change confined to one 4×4 cell reaches the embedding (through that cell's token).
+    const moved = tf.add(images, tf.pad(tf.fill([1, 4, 4, 3], 0.5), [[2, 0], [4, 0], [4, 0], [0, 0]])) as tf.Tensor4D;
+    const diff = tf.max(tf.abs(tf.sub(clip.encodeImage(moved), e)), 1).dataSync();
+    assert.ok(diff[0] < 1e-6 && diff[1] < 1e-6 && diff[2] > 1e-4, `only image 2 changed: ${[...diff]}`);
+  });
+  const tokens = tokenize(['red', 'green', 'blue'], 12);
+  const loss = () => clip.loss({ images, tokens });
+  const params = clip.params();
+  const { value, grads } = tf.variableGrads(loss, [...params.values()]);
+  for (const name of ['visual.stem.0.w', 'visual.stem.1.b', 'visual.patch.w']) {
+    const v = params.get(name)!;
+    const base = v.dataSync().slice();
+    const analytic = grads[v.name].dataSync();
+    let i = 0;
+    for (let k = 1; k < analytic.length; k++) if (Math.abs(analytic[k]) > Math.abs(analytic[i])) i = k;
+    const at = (delta: number) => {
+      const m = Float32Array.from(base);
+      m[i] += delta;
+      v.assign(tf.tensor(m, v.shape));
+      return tf.tidy(() => loss().dataSync()[0]);
+    };
+    const numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
+    v.assign(tf.tensor(base, v.shape));
+    assert.ok(Math.abs(analytic[i]) > 1e-4, `${name} has a gradient`);
+    assert.ok(Math.abs(numeric - analytic[i]) < 3e-2 * Math.abs(analytic[i]) + 1e-4, `${name}[${i}]: ${analytic[i]} vs ${numeric}`);
+  }
+  tf.dispose([value, ...Object.values(grads), images, tokens]);
+  clip.dispose();
+});
