@@ -99,7 +99,6 @@ export class Linear {
   }
 }
 
-/** Layer normalisation over the last axis with learned gain g and bias b (both [C]). */
 /** 2-D convolution, 'same' padding, weights [k, k, Cin, Cout] with N(0, 1/fan-in) init (or zeros). */
 export class Conv {
   readonly w: tf.Variable;
@@ -123,6 +122,7 @@ export class Conv {
   }
 }
 
+/** Layer normalisation over the last axis with learned gain g and bias b (both [C]). */
 export class LayerNorm {
   readonly g: tf.Variable;
   readonly b: tf.Variable;

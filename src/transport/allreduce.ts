@@ -186,6 +186,12 @@ export function openRing(nc: NatsConnection, membership: RingMembership, options
 }
 
 export class Ring {
+  /**
+   * Largest send arena (bytes per slot) kept in the kernels' WebAssembly memory, which is 32-bit (4 GiB at most,
+   * both slots and the scratch vectors together). A bigger all-reduce (a gradient over ~512 MiB at W = 2) gets
+   * JavaScript arenas and one more copy per chunk. Lowered by tests to exercise that path.
+   */
+  static wasmArenaLimit = 1 << 30;
   readonly run: string;
   readonly generation: number;
   readonly rank: number;
@@ -214,6 +220,8 @@ export class Ring {
    * not depend on this rank's sends).
    */
   private kernels?: Kernels;
+  /** Send buffers used instead of the kernels' when an all-reduce is over wasmArenaLimit (same alternation). */
+  private jsArenas: (Uint8Array | undefined)[] = [undefined, undefined];
   private readonly counters: RingStats = { rejected: {}, bytesSent: 0, bytesReceived: 0, collectives: 0 };
 
   constructor(
@@ -368,9 +376,15 @@ export class Ring {
   private arena(spans: Span[], per: number, dtype: Dtype): Uint8Array {
     const largest = Math.max(...spans.map((s) => s.length * BYTES_PER_ELEMENT[dtype] + chunkCount(s.length, per) * (HEADER_BYTES + ARENA_SLACK)));
     const bytes = 2 * (this.world - 1) * largest;
+    const slot = (this.allReduces++ % 2) as 0 | 1;
+    const inWasm = bytes <= Ring.wasmArenaLimit;
     const have = this.kernels;
-    if (!have || have.capacity < per || have.arenaBytes < bytes) this.kernels = Kernels.create(Math.max(per, have?.capacity ?? 0), Math.max(bytes, have?.arenaBytes ?? 0));
-    return this.kernels!.arena((this.allReduces++ % 2) as 0 | 1);
+    if (!have || have.capacity < per || (inWasm && have.arenaBytes < bytes)) {
+      this.kernels = Kernels.create(Math.max(per, have?.capacity ?? 0), inWasm ? Math.max(bytes, have?.arenaBytes ?? 0) : (have?.arenaBytes ?? 0));
+    }
+    if (inWasm) return this.kernels!.arena(slot);
+    const js = this.jsArenas[slot];
+    return js && js.byteLength >= bytes ? js : (this.jsArenas[slot] = new Uint8Array(bytes));
   }
 
   private mod(x: number): number {
@@ -467,10 +481,14 @@ export class Ring {
       kernels.a.set(dst);
       const next = this.outgoing(op, cs.length);
       const body = next.subarray(HEADER_BYTES);
-      if (!last) kernels.add(cs.length, body);
-      else if (!kernels.mean(cs.length, this.world, body)) op.flags |= FLAG_NONFINITE;
+      // Into the message when the arena is in the kernels' memory, else into their `out` and copied.
+      const inPlace = kernels.owns(body);
+      const to = inPlace ? body : undefined;
+      if (!last) kernels.add(cs.length, to);
+      else if (!kernels.mean(cs.length, this.world, to)) op.flags |= FLAG_NONFINITE;
+      if (!inPlace) body.set(new Uint8Array(kernels.out.buffer, kernels.out.byteOffset, cs.length * 4));
       if (last) dst.set(new Float32Array(body.buffer, body.byteOffset, cs.length));
-      const checksum = this.options.checksum ? kernels.checksumInPlace(body) || 1 : 0;
+      const checksum = !this.options.checksum ? 0 : (inPlace ? kernels.checksumInPlace(body) : kernels.outChecksum(cs.length)) || 1;
       if (!last) this.post(op, next, Phase.ReduceScatter, h.hop + 1, h.segment, h.chunk, op.flags, checksum);
       else this.post(op, next, Phase.AllGather, 0, h.segment, h.chunk, op.flags, checksum);
     } else if (rsPhase) {

@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
-import { CollectiveAbortedError, CollectiveTimeoutError } from '../../src/transport/allreduce.ts';
+import { CollectiveAbortedError, CollectiveTimeoutError, Ring } from '../../src/transport/allreduce.ts';
 import { openRings, ringOrderMean, sameBytes, seededVector, worstErrorVsFloat64Mean } from './ring-fixtures.ts';
 
 // A small max_payload, so a 50k-element vector really travels in many chunks per segment.
@@ -53,6 +53,25 @@ test('back-to-back all-reduces (reusing send buffers) each return their own step
       });
     }
   } finally {
+    await close();
+  }
+});
+
+test('all-reduces too big for the kernels\' memory use JavaScript send buffers: the same bytes, mixed with small ones', async () => {
+  const limit = Ring.wasmArenaLimit;
+  Ring.wasmArenaLimit = 64 * 1024; // vectors over ~8k elements at W = 3 take the JavaScript path
+  const { rings, close } = await openRings(nats.url, 3);
+  try {
+    let step = 0;
+    for (const n of [50_001, 1001, 30_000, 7, 50_001]) {
+      const inputs = rings.map((_, r) => seededVector(n, 77 * n + r));
+      const results = await Promise.all(rings.map((ring, r) => ring.allReduce(inputs[r], { step })));
+      step++;
+      for (const res of results) assert.ok(sameBytes(res.values, ringOrderMean(inputs)), `n=${n}`);
+    }
+    for (const ring of rings) assert.deepEqual(ring.stats().rejected, {});
+  } finally {
+    Ring.wasmArenaLimit = limit;
     await close();
   }
 });
