@@ -1,4 +1,5 @@
-// `npm run bench -- scaling [--shards N] [--per-shard S] [--batch B] [--heavy-batch B2] [--heavy-shards N2]`:
+// `npm run bench -- scaling [--shards N] [--per-shard S] [--batch B] [--heavy-batch B2] [--heavy-shards N2]
+//                           [--checkpoint-every K]` (rank 0 checkpoints every K steps; default 2, 0 = at the end only):
 // samples/s of a distributed run with 1 trainer and with 2, on the same run config (tiny CLIP on the synthetic set,
 // wasm backend), each a real nats-server + coordinator + `easel trainer` processes reading one epoch.
 // samples/s = samples of the applied steps after the first (warm-up) divided by the time between the first and the
@@ -38,6 +39,8 @@ const perShard = flag('per-shard', 256);
 const batch = flag('batch', 8);
 const heavyBatch = flag('heavy-batch', 32);
 const heavyShards = flag('heavy-shards', 16);
+/** Rank 0's checkpoint cadence in steps: 2 (the test fixtures', this benchmark's history) or 0 = only at the stage's end. */
+const checkpointEvery = flag('checkpoint-every', 2);
 
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 
@@ -92,7 +95,7 @@ function metricSum(metrics: Metric[], name: string, suffix = ''): number {
 
 async function measure(workers: number, cfg: { shards: number; batch: number }) {
   const dir = await mkdtemp(join(tmpdir(), 'easel-bench-scaling-'));
-  const h = await startHarness(dir, { steps: { clip: 10_000, prior: 0, decoder: 0 }, shards: cfg.shards, perShard, minTrainers: workers, backend: 'wasm', batchSize: cfg.batch, heartbeatTimeoutMs: 30_000 });
+  const h = await startHarness(dir, { steps: { clip: 10_000, prior: 0, decoder: 0 }, shards: cfg.shards, perShard, minTrainers: workers, backend: 'wasm', batchSize: cfg.batch, heartbeatTimeoutMs: 30_000, checkpointEverySteps: checkpointEvery });
   try {
     const ids = Array.from({ length: workers }, (_, i) => `w${i}`);
     const procs = ids.map((id) => spawnTrainer(h, id, 'wasm'));
@@ -167,6 +170,7 @@ console.log(
   JSON.stringify({
     ...main,
     heavy,
+    checkpoint_every_steps: checkpointEvery,
     note: 'batches never span shards: a shard smaller than the batch gives smaller batches; ratio and the figures beside it are the default configuration, heavy the larger batch per trainer',
     backend: 'wasm',
   }),

@@ -118,14 +118,32 @@ export async function writeDataset(dir: string, shards: number, perShard = 16): 
 
 export async function startHarness(
   dir: string,
-  opts: { steps: { clip: number; prior: number; decoder: number }; shards?: number; perShard?: number; epochs?: number; heartbeatTimeoutMs?: number; minTrainers?: number; backend?: 'cpu' | 'wasm'; batchSize?: number; coordinatorAsProcess?: boolean },
+  opts: {
+    steps: { clip: number; prior: number; decoder: number };
+    shards?: number;
+    perShard?: number;
+    epochs?: number;
+    heartbeatTimeoutMs?: number;
+    minTrainers?: number;
+    backend?: 'cpu' | 'wasm';
+    batchSize?: number;
+    coordinatorAsProcess?: boolean;
+    /** Checkpoint cadence in steps (default: the fixtures' 2; 0 = only at the end of a stage). */
+    checkpointEverySteps?: number;
+  },
 ): Promise<Harness> {
   const data = join(dir, 'data');
   await writeDataset(data, opts.shards ?? 2, opts.perShard);
   const run = `t${process.pid}`;
   const tiny = tinyRun(data, join(dir, 'ckpt'), opts.steps);
   const backend = opts.backend ?? 'cpu';
-  const runFile = { ...tiny, name: run, backend, data: { ...tiny.data, batchSize: opts.batchSize ?? tiny.data.batchSize } };
+  const runFile = {
+    ...tiny,
+    name: run,
+    backend,
+    data: { ...tiny.data, batchSize: opts.batchSize ?? tiny.data.batchSize },
+    checkpoint: { ...tiny.checkpoint, everySteps: opts.checkpointEverySteps ?? tiny.checkpoint.everySteps },
+  };
   const coordinatorSection = { heartbeatTimeoutMs: opts.heartbeatTimeoutMs ?? 4000, leaseMs: 60_000, minTrainers: opts.minTrainers ?? 1, epochs: opts.epochs ?? 1, tickMs: 200 };
   const configPath = join(dir, 'run.yaml');
   await writeFile(configPath, stringify(opts.coordinatorAsProcess ? { ...runFile, coordinator: coordinatorSection } : runFile));
