@@ -178,13 +178,13 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
     const rgb = await toRgbImages(images);
     tf.dispose([te, pe, images]);
     onImages?.(rgb, caps);
-    rgb.forEach((img, j) => judged.push({ truth: gen[i + j].truth, reading: analyseShape(img.data, img.width, img.height) }));
+    const judge = (images: RgbImage[]) => images.map((img, j) => ({ truth: gen[i + j].truth, reading: analyseShape(img.data, img.width, img.height) }));
+    judged.push(...judge(rgb));
 
     const ie = tf.tensor2d(imgEmb.slice(i, i + caps.length));
     const fromIe = decode(models, ie, caps, cfg, deriveSeed(cfg.seed, 4, i));
-    const rgbIe = await toRgbImages(fromIe);
+    fromImage.push(...judge(await toRgbImages(fromIe)));
     tf.dispose([ie, fromIe]);
-    rgbIe.forEach((img, j) => fromImage.push({ truth: gen[i + j].truth, reading: analyseShape(img.data, img.width, img.height) }));
   }
   return {
     clip: { retrieval_top1: hits / list.length, retrieval_top1_color_shape: pairHits / list.length },

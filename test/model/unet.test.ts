@@ -5,6 +5,7 @@ import { initBackend } from '../../src/model/backend.ts';
 import { Decoder, DecoderConfig, snrLossWeight, upsampleNearest2x } from '../../src/model/unet.ts';
 import { tokenize } from '../../src/model/tokenizer.ts';
 import { alphaBar, makeSchedule, qSample, vFromX0Eps } from '../../src/model/diffusion.ts';
+import { checkParamGradients } from '../helpers/gradients.ts';
 
 before(async () => {
   await initBackend();
@@ -300,32 +301,12 @@ test('guidance 0 is the unconditional model: the CLIP embedding and caption no l
  * Finite-difference check of d loss / d param for the largest-gradient element of each named parameter. The loss
  * is deterministic for a fixed seed, so central differences apply; float32 limits the agreement to a few percent.
  */
-function checkGradients(params: Map<string, tf.Variable>, loss: () => tf.Scalar, names: string[], h = 1e-2): void {
-  const { grads } = tf.variableGrads(loss, names.map((n) => params.get(n)!));
-  for (const name of names) {
-    const v = params.get(name)!;
-    const g = grads[v.name].dataSync();
-    let i = 0;
-    for (let j = 1; j < g.length; j++) if (Math.abs(g[j]) > Math.abs(g[i])) i = j;
-    const original = v.dataSync().slice();
-    const at = (delta: number) => {
-      const values = original.slice();
-      values[i] += delta;
-      v.assign(tf.tensor(values, v.shape));
-      return tf.tidy(() => loss().dataSync()[0]);
-    };
-    const numeric = (at(h) - at(-h)) / (2 * h);
-    v.assign(tf.tensor(original, v.shape));
-    assert.ok(Math.abs(numeric - g[i]) <= 0.05 * Math.abs(g[i]) + 1e-4, `${name}[${i}]: analytic ${g[i]}, numeric ${numeric}`);
-  }
-  tf.dispose(grads);
-}
 
 test('UNet gradients match finite differences (GroupNorm, strided conv, upsampling, attention over context, text encoder)', () => {
   const d = new Decoder({ ...TINY, imageEmbDrop: 0, captionDrop: 0 }, 6);
   randomize(d, 400);
   const batch = colouredSquares();
-  checkGradients(d.params(), () => d.loss(batch, 3), [
+  checkParamGradients(d.params(), () => d.loss(batch, 3), [
     'in.w',
     'down.0.0.res.norm1.g',
     'down.0.downsample.w',
@@ -368,7 +349,7 @@ test('scaleShiftNorm gradients match finite differences', () => {
   const d = new Decoder({ ...TINY, scaleShiftNorm: true, imageEmbDrop: 0, captionDrop: 0 }, 6);
   randomize(d, 400);
   const batch = colouredSquares();
-  checkGradients(d.params(), () => d.loss(batch, 3), ['down.0.0.res.emb.w', 'mid.res1.emb.b', 'up.0.1.res.norm2.g', 'clip.emb.w', 'out.conv.w']);
+  checkParamGradients(d.params(), () => d.loss(batch, 3), ['down.0.0.res.emb.w', 'mid.res1.emb.b', 'up.0.1.res.norm2.g', 'clip.emb.w', 'out.conv.w']);
   tf.dispose(Object.values(batch));
   dispose(d);
 });
