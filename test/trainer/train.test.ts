@@ -4,7 +4,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/model/backend.ts';
-import { STAGES } from '../../src/trainer/config.ts';
+import { STAGES, type StageName } from '../../src/trainer/config.ts';
 import { readCheckpoint } from '../../src/trainer/checkpoint.ts';
 import { train, type StepReport, type TrainResult } from '../../src/trainer/train.ts';
 import { loadCheckpoint } from '../../src/trainer/models.ts';
@@ -149,4 +149,51 @@ test('a data URL without shards fails with a clear error and frees the models it
     const before = tf.memory().numTensors;
     await assert.rejects(train(tinyConfig(join(dir, 'empty'), join(dir, 'ckpt'))), /no shards \(NNNNN\.tar\) under data\.train = .*empty/);
     assert.equal(tf.memory().numTensors, before);
+  }));
+
+test('CLIP is frozen after its stage: the prior and decoder stages change their own weights and not one bit of CLIP', () =>
+  withTempDir(async (dir) => {
+    await writeTinyDataset(join(dir, 'data'));
+    const cfg = tinyConfig(join(dir, 'data'), join(dir, 'ckpt'), { clip: 2, prior: 2, decoder: 2 });
+    // Only the stage-end checkpoints, all kept: step 2 is CLIP as its stage left it.
+    cfg.checkpoint = { ...cfg.checkpoint, everySteps: 0, everyMinutes: 0, keep: 10 };
+    const r = await train(cfg);
+    const atClipEnd = (await readCheckpoint(join(dir, 'ckpt', 'step-000000002'))).weights;
+    assert.equal(r.globalStep, 6);
+    const saved = (name: string) => Buffer.from((atClipEnd.get(name)!.data as Float32Array).buffer);
+    const final = weights(r);
+    const stageNames = (s: string) => [...final.keys()].filter((k) => k.startsWith(`${s}.`));
+    const changed = (s: string) => stageNames(s).filter((k) => !saved(k).equals(final.get(k)!));
+    assert.ok(stageNames('clip').length > 0);
+    assert.deepEqual(changed('clip'), [], 'CLIP weights that moved after the CLIP stage');
+    // The later stages did train. (Not all their weights move in 2 steps: zero-initialised output layers pass no
+    // gradient back until they have moved themselves.)
+    for (const s of ['prior', 'decoder']) assert.ok(changed(s).length > 0, `${s}: none of its ${stageNames(s).length} weights moved`);
+    r.dispose();
+  }));
+
+test("each stage's learning rate follows that stage's own optimizer.lr, warmup and final ratio", () =>
+  withTempDir(async (dir) => {
+    await writeTinyDataset(join(dir, 'data'));
+    const cfg = tinyConfig(join(dir, 'data'), join(dir, 'ckpt'), { clip: 3, prior: 3, decoder: 3 });
+    const set = (s: StageName, lr: number, warmupSteps: number, minLrRatio: number) => {
+      cfg.stages[s].optimizer.lr = lr;
+      cfg.stages[s].schedule = { warmupSteps, minLrRatio };
+    };
+    set('clip', 2e-3, 1, 0.5);
+    set('prior', 4e-4, 0, 0.25);
+    set('decoder', 9e-4, 3, 0.1);
+    const reported: Record<string, number[]> = { clip: [], prior: [], decoder: [] };
+    const r = await train(cfg, { onStep: (s) => reported[s.stage].push(s.lr) });
+    // By hand: warmup climbs linearly to lr, then a half cosine falls to minLrRatio × lr at the stage's last step.
+    const expected = {
+      clip: [2e-3, 2e-3, 1e-3], // 1 warmup step; cosine over the 2 steps after it
+      prior: [4e-4, 2.5e-4, 1e-4], // no warmup: 0.25·lr + ½·0.75·lr·(1 + cos(π·k/2))
+      decoder: [3e-4, 6e-4, 9e-4], // all warmup
+    };
+    for (const s of STAGES) {
+      assert.equal(reported[s].length, 3, s);
+      reported[s].forEach((lr, k) => assert.ok(Math.abs(lr - expected[s][k]) < 1e-12, `${s} step ${k + 1}: lr ${lr}, expected ${expected[s][k]}`));
+    }
+    r.dispose();
   }));
