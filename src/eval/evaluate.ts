@@ -123,6 +123,33 @@ function mean(xs: number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 }
 
+function dot(a: number[], b: number[]): number {
+  return a.reduce((s, x, k) => s + x * b[k], 0);
+}
+
+/**
+ * The image each caption retrieves: the index of the image embedding with the largest dot product with the
+ * caption's text embedding (on CLIP's unit-length embeddings, the largest cosine). A tie goes to the lower index.
+ */
+export function retrievedImages(textEmb: number[][], imageEmb: number[][]): number[] {
+  return textEmb.map((t) => {
+    let best = 0;
+    for (let j = 1; j < imageEmb.length; j++) if (dot(t, imageEmb[j]) > dot(t, imageEmb[best])) best = j;
+    return best;
+  });
+}
+
+/** Top-1 retrieval accuracy: the fraction of captions q whose retrieved image j fits them, by `fits(q, j)`. */
+export function retrievalTop1(textEmb: number[][], imageEmb: number[][], fits: (caption: number, image: number) => boolean): number {
+  const hits = retrievedImages(textEmb, imageEmb).filter((j, q) => fits(q, j)).length;
+  return hits / textEmb.length;
+}
+
+/** Mean over rows i of cosine(a[i], b[i]); 0 for no rows. */
+export function meanCosine(a: number[][], b: number[][]): number {
+  return mean(a.map((x, i) => dot(x, b[i]) / Math.sqrt(dot(x, x) * dot(b[i], b[i]))));
+}
+
 async function rows(t: tf.Tensor2D): Promise<number[][]> {
   return (await t.array()) as number[][];
 }
@@ -151,19 +178,7 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
     priorEmb.push(...(await rows(pe)));
     tf.dispose([ie, te, pe]);
   }
-  const dot = (a: number[], b: number[]) => a.reduce((s, x, k) => s + x * b[k], 0);
-  const cos = (a: number[], b: number[]) => dot(a, b) / Math.sqrt(dot(a, a) * dot(b, b));
-
-  let hits = 0;
-  let pairHits = 0;
-  for (let q = 0; q < list.length; q++) {
-    let best = 0;
-    for (let j = 1; j < list.length; j++) if (dot(txtEmb[q], imgEmb[j]) > dot(txtEmb[q], imgEmb[best])) best = j;
-    if (fitsCaption(captions[q], list[best].truth)) hits++;
-    if (fitsCaption(captions[q], list[best].truth, 'color-shape')) pairHits++;
-  }
-  const priorCos = list.map((_, i) => cos(priorEmb[i], imgEmb[i]));
-  const baseCos = list.map((_, i) => cos(txtEmb[i], imgEmb[i]));
+  const fits = (only?: 'color-shape') => (q: number, j: number) => fitsCaption(captions[q], list[j].truth, only);
 
   // Decoder: text → prior → decoder for the first `generate` captions, judged by the analyser; then the same
   // from the true images' CLIP embeddings, which leaves the prior out.
@@ -187,8 +202,8 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
     tf.dispose([ie, fromIe]);
   }
   return {
-    clip: { retrieval_top1: hits / list.length, retrieval_top1_color_shape: pairHits / list.length },
-    prior: { cosine: mean(priorCos), text_baseline_cosine: mean(baseCos) },
+    clip: { retrieval_top1: retrievalTop1(txtEmb, imgEmb, fits()), retrieval_top1_color_shape: retrievalTop1(txtEmb, imgEmb, fits('color-shape')) },
+    prior: { cosine: meanCosine(priorEmb, imgEmb), text_baseline_cosine: meanCosine(txtEmb, imgEmb) },
     decoder: scoreDecoder(judged),
     decoder_from_image_embedding: scoreDecoder(fromImage),
     counts: { retrieval: list.length, prior: list.length, decoder: gen.length },

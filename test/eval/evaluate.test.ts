@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fitsCaption, scoreDecoder } from '../../src/eval/evaluate.ts';
+import { fitsCaption, meanCosine, retrievalTop1, retrievedImages, scoreDecoder } from '../../src/eval/evaluate.ts';
 import { BACKGROUND_RGB, drawSpec, rasterize, type GroundTruth } from '../../src/data/synth/index.ts';
 import { analyseShape } from '../../src/eval/shape-analyser.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -44,4 +44,46 @@ test('decoder scores: overall and per colour–shape pair, with blank canvases c
   // Whatever the blank canvas's colour reading is, it is a guess; the overall figure counts it as read.
   assert.equal(r.color_accuracy, (2 + (blank.color === 'green' ? 1 : 0) + 1) / 4);
   assert.deepEqual(scoreDecoder([]), { color_accuracy: 0, shape_accuracy: 0, blank: 0, by_pair: {} });
+});
+
+test('each caption retrieves the image whose embedding has the largest dot product with its text embedding', () => {
+  const images = [
+    [1, 0, 0],
+    [0, 1, 0],
+    [0, 0, 1],
+    [0.6, 0.8, 0],
+  ];
+  const captions = [
+    [0, 0, 1], // image 2
+    [0.1, 0.9, 0], // image 1 (0.9) over image 3 (0.78)
+    [0.9, 0.6, 0], // image 3 (1.02) over image 0 (0.9)
+    [-1, -1, -1], // all negative: images 0–2 tie at -1 above image 3's -1.4, and the first of them wins
+  ];
+  assert.deepEqual(retrievedImages(captions, images), [2, 1, 3, 0]);
+  // Dot product, not cosine: a longer image embedding wins (CLIP's embeddings all have length 1, where the two agree).
+  assert.deepEqual(retrievedImages([[1, 0]], [[1, 0], [3, 3]]), [1]);
+});
+
+test('a retrieval tie goes to the lower-numbered image', () => {
+  assert.deepEqual(retrievedImages([[1, 0]], [[2, 0], [2, 5]]), [0]);
+  assert.deepEqual(retrievedImages([[1, 0]], [[0, 1], [2, 0], [2, 1], [2, -1]]), [1]);
+  assert.deepEqual(retrievedImages([[0, 0]], [[1, 0], [0, 1]]), [0]);
+});
+
+test('top-1 retrieval is the fraction of captions whose retrieved image fits them', () => {
+  const images = [[1, 0], [0, 1], [-1, 0]];
+  const captions = [[1, 0.1], [0.1, 1], [-1, 0], [0.9, 0.2]]; // retrieve 0, 1, 2, 0
+  const asked: [number, number][] = [];
+  assert.equal(retrievalTop1(captions, images, (q, j) => (asked.push([q, j]), j === q)), 3 / 4);
+  assert.deepEqual(asked, [[0, 0], [1, 1], [2, 2], [3, 0]]);
+  assert.equal(retrievalTop1(captions, images, (_q, j) => j === 0), 2 / 4);
+  assert.equal(retrievalTop1(captions, images, () => false), 0);
+});
+
+test('mean cosine pairs row i with row i and ignores the vectors’ lengths', () => {
+  // Cosines 1 and 1/√2 (paired otherwise, the rows would give 1/√2 and 0, or 1 and 0).
+  assert.ok(Math.abs(meanCosine([[1, 0], [0, 2]], [[5, 0], [1, 1]]) - (1 + Math.SQRT1_2) / 2) < 1e-15);
+  assert.equal(meanCosine([[3, 4]], [[6, 8]]), 1);
+  assert.equal(meanCosine([[1, 0]], [[-2, 0]]), -1);
+  assert.equal(meanCosine([], []), 0);
 });
