@@ -72,6 +72,16 @@ export interface Generated {
 }
 
 /**
+ * Which draws to keep, in order, given each draw's CLIP similarity with its prompt: without re-ranking the first
+ * n in draw order; with it, the n most similar, best first (a tie keeps draw order).
+ */
+export function keptDraws(scores: number[], n: number, rerank: boolean): number[] {
+  const order = scores.map((_, i) => i);
+  if (rerank) order.sort((a, b) => scores[b] - scores[a] || a - b);
+  return order.slice(0, n);
+}
+
+/**
  * Text → images for each prompt: `n` images, or with `rerank` = K, the n of K candidates whose CLIP image
  * embedding is most similar to the prompt's text embedding (DALL·E's re-ranking). Deterministic for a seed.
  */
@@ -89,10 +99,7 @@ export async function generate(models: Models, prompts: string[], config: z.inpu
     const s = Array.from(await scores.data());
     const rgb = await toRgbImages(images);
     tf.dispose([textEmb, imageEmb, images, scores]);
-    // Without re-ranking keep draw order; with it, best first.
-    const order = s.map((_, i) => i);
-    if (cfg.rerank > 0) order.sort((a, b) => s[b] - s[a] || a - b);
-    const keep = order.slice(0, cfg.n);
+    const keep = keptDraws(s, cfg.n, cfg.rerank > 0);
     out.push({ prompt: prompts[p], images: keep.map((i) => rgb[i]), scores: keep.map((i) => s[i]) });
   }
   return out;

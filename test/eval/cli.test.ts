@@ -10,7 +10,7 @@ import { openStore } from '../../src/data/store/index.ts';
 import { drawSpec, renderImage, writeSynthDataset } from '../../src/data/synth/index.ts';
 import { train } from '../../src/trainer/train.ts';
 import { Rng } from '../../src/util/rng.ts';
-import { run as generate } from '../../src/cli/generate.ts';
+import { run as generate, sampleFlags } from '../../src/cli/generate.ts';
 import { run as variations } from '../../src/cli/variations.ts';
 import { run as evalCli } from '../../src/cli/eval.ts';
 import { UsageError } from '../../src/cli/args.ts';
@@ -58,6 +58,10 @@ test('easel generate is deterministic for a seed', async () => {
   for (const out of [a, b]) assert.equal(await generate(['--checkpoint', ckpt, '--prompt', 'a blue square', '--n', '1', '--steps', '2', '--prior-steps', '2', '--seed', '7', '--out', out]), 0);
   const f = '00-a-blue-square-0.png';
   assert.deepEqual(await readFile(join(a, f)), await readFile(join(b, f)));
+});
+
+test('easel generate passes --guidance and --prior-guidance on to the sampling settings', () => {
+  assert.deepEqual(sampleFlags({ guidance: '4.5', 'prior-guidance': '2', rerank: '6', n: '2' }), { guidance: 4.5, priorGuidance: 2, rerank: 6, n: 2 });
 });
 
 test('easel generate refuses rerank below n and a bad number, naming the field', async () => {
