@@ -155,3 +155,21 @@ test('guidance 0 is the unconditional model: the text no longer matters', () => 
   });
   dispose(p);
 });
+
+test('sampling draws 2 candidates per caption by default and keeps the one more aligned with the text embedding', () => {
+  const p = new DiffusionPrior(TINY, 6);
+  tf.tidy(() => {
+    const cond = syntheticPairs();
+    const opts = { steps: 3, guidance: 1, seed: 4 };
+    const byDefault = p.sample(cond, opts);
+    const [one, two] = [p.sample(cond, { ...opts, candidates: 1 }), p.sample(cond, { ...opts, candidates: 2 })];
+    assert.deepEqual(byDefault.dataSync(), two.dataSync());
+    assert.ok(maxAbsDiff(byDefault, one) > 1e-3, 'the default sample is the single-candidate one');
+    // The first of 2 candidates is the single-candidate draw (same noise), so the kept one is at least as aligned.
+    const alignment = (x: tf.Tensor2D) => tf.sum(tf.mul(x, cond.textEmb), 1).arraySync() as number[];
+    const [a1, a2] = [alignment(one), alignment(byDefault)];
+    a1.forEach((a, i) => assert.ok(a2[i] >= a - 1e-6, `caption ${i}: ${a2[i]} < ${a}`));
+    assert.ok(a2.some((a, i) => a > a1[i] + 1e-6), 'no caption picked its second candidate');
+  });
+  dispose(p);
+});

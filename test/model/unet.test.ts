@@ -353,3 +353,28 @@ test('scaleShiftNorm gradients match finite differences', () => {
   tf.dispose(Object.values(batch));
   dispose(d);
 });
+
+test('by default the decoder attends to 4 CLIP tokens projected from the image embedding, ahead of the caption', () => {
+  const d = new Decoder({}, 1);
+  const { clipTokens, contextLength, contextDim, embedDim } = d.config;
+  assert.equal(clipTokens, 4);
+  assert.equal(DecoderConfig.parse({}).clipTokens, 4);
+  // The context is assembled privately (once per batch, for every attention layer); reach in to see its shape.
+  type Conditioning = { context?: tf.Tensor3D; contextMask?: tf.Tensor2D };
+  const condition = (d as unknown as { condition(e: tf.Tensor2D, t: tf.Tensor2D | undefined, k: Float32Array, c: Float32Array): Conditioning }).condition.bind(d);
+  tf.tidy(() => {
+    const keep = new Float32Array(2).fill(1);
+    const context = (imageEmb: tf.Tensor2D, tokens?: tf.Tensor2D) => condition(imageEmb, tokens, keep, keep);
+    const a = context(tf.randomNormal([2, embedDim], 0, 1, 'float32', 1) as tf.Tensor2D);
+    const b = context(tf.randomNormal([2, embedDim], 0, 1, 'float32', 2) as tf.Tensor2D);
+    assert.deepEqual(a.context!.shape, [2, 4 + contextLength, contextDim]);
+    // Exactly the first 4 tokens come from the CLIP embedding; the rest (here the null caption) do not.
+    const changed = (tf.max(tf.abs(tf.sub(a.context!, b.context!)), [0, 2]).arraySync() as number[]).map((x) => x > 0);
+    assert.deepEqual(changed, [...new Array(4).fill(true), ...new Array(contextLength).fill(false)]);
+    // With a caption, the attention mask covers the 4 CLIP tokens too, and always attends to them.
+    const withCaption = context(tf.randomNormal([2, embedDim], 0, 1, 'float32', 1) as tf.Tensor2D, tokenize(['a red circle', 'a blue square'], contextLength));
+    assert.deepEqual(withCaption.contextMask!.shape, [2, 4 + contextLength]);
+    assert.deepEqual(tf.slice(withCaption.contextMask!, [0, 0], [2, 4]).arraySync(), [[1, 1, 1, 1], [1, 1, 1, 1]]);
+  });
+  dispose(d);
+});
