@@ -11,6 +11,10 @@ export const CoordinatorConfig = z.strictObject({
   epochs: z.number().int().positive().default(1).describe('passes over the dataset; the lease table starts afresh each epoch'),
   tickMs: z.number().int().positive().default(1000).describe('how often the coordinator checks heartbeats and lease expiries'),
   checksumEvery: z.number().int().min(0).default(100).describe('every this many steps the trainers compare weight checksums; a mismatch re-syncs every rank from rank 0 (0: never)'),
+  wire: z
+    .enum(['f32', 'bf16', 'f16'])
+    .default('f32')
+    .describe("element type of the gradient all-reduce on the wire: bf16/f16 halve its bytes at the cost of precision (the transport's CollectiveOptions.wire); CLIP's embedding all-gather and the weight sync stay f32"),
   httpHost: z.string().min(1).default('0.0.0.0').describe('address the /metrics, /healthz, /readyz and /status server listens on'),
   httpPort: z.number().int().min(0).max(65535).default(9464).describe('port of that server (0: any free port)'),
 }).refine((c) => c.minTrainers <= c.maxTrainers, { path: ['minTrainers'], message: 'must be at most maxTrainers' });

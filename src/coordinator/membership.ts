@@ -1,7 +1,9 @@
 // Who trains: trainers register and heartbeat; the coordinator groups the live ones into a generation (world
 // size, ranks, ring order). A trainer whose heartbeats stop for `heartbeatTimeoutMs` is declared dead, which
 // starts a new generation of the survivors; a trainer that registers while a generation runs waits and enters at
-// the next one. Elastic between minTrainers and maxTrainers: below min the run waits, above max joiners queue.
+// the next one. Elastic between minTrainers and maxTrainers: below min the run waits; a trainer registering while
+// maxTrainers are registered is refused (`register` answers `accepted: false`, the coordinator's reply `full`),
+// not queued.
 
 export interface Member {
   id: string;

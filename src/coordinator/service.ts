@@ -90,8 +90,9 @@ const REQUESTS = {
     loss: z.number().optional(),
     gradNorm: z.number().optional(),
     samples: count.default(0).describe('samples this trainer consumed in the step'),
+    globalSamples: count.optional().describe('samples every rank together consumed in the step (absent: samples × world size)'),
     seconds: z.number().min(0).optional(),
-    allreduceBytes: z.number().min(0).default(0),
+    allreduceBytes: z.number().min(0).default(0).describe("bytes this trainer's ring sent for the step's gradient all-reduce and CLIP gathers (and for empty or abandoned steps since its last report)"),
     allreduceSeconds: z.number().min(0).default(0),
     dataWaitSeconds: z.number().min(0).default(0),
   }),
@@ -500,7 +501,9 @@ export class Coordinator {
         m.loss.set({ stage }, req.loss);
       }
       if (req.gradNorm !== undefined) m.gradNorm.set({ stage }, req.gradNorm);
-      if (req.seconds) m.samplesPerSecond.set({ stage }, (req.samples * gen.ring.length) / req.seconds);
+      // The step's samples over the whole fleet (the ranks' batches may differ: a rank out of shards has none) per
+      // second of the reporter's step; every rank's step ends with the same all-reduce, so any reporter's time will do.
+      if (req.seconds) m.samplesPerSecond.set({ stage }, (req.globalSamples ?? req.samples * gen.ring.length) / req.seconds);
       this.tickNow(true); // a step boundary: trainers waiting to join enter now
     }
     return { ok: true, phase: this.stages.phase, stage: this.stages.stage, stageStep: this.stages.stageStep, step: this.stages.step };

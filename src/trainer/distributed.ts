@@ -10,6 +10,8 @@
 // gradient even when ranks have unequal or empty batches; `stop` makes every rank stop after the same step (Ctrl-C
 // on any); `epochDone` = W means no rank has a shard of the epoch left, so all of them move to the next epoch
 // together; and `dataDone` = W means the run's epochs are read and the run ends.
+// With `coordinator.wire` bf16 or f16 the gradient travels in 16 bits, which would round those numbers: each rank
+// then all-gathers its seven (float32, exact) before the all-reduce, which carries the gradient alone.
 //
 // A generation change (heartbeat reply, or a collective that times out) abandons the step in flight: nothing of it
 // is applied or reported; the next generation starts with rank 0 broadcasting its state (weights, EMA, Adam state,
@@ -50,7 +52,7 @@ import { Ema } from './ema.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
 import type { SafeTensor } from './safetensors.ts';
 import { learningRateAt } from './schedule.ts';
-import { paramCount, trainStep } from './step.ts';
+import { trainStep } from './step.ts';
 import { restoreRunWeights, runWeights, type RunEma } from './train.ts';
 
 const log = logger('trainer');
@@ -516,7 +518,7 @@ class DistributedTrainer {
   private async generation(): Promise<DistributedResult['ended'] | undefined> {
     const { generation, rank, worldSize, ring: ids } = this.where;
     this.ringIds = [...ids];
-    const ring = openRing(this.nc, { run: this.opts.run, generation, rank: rank!, world: worldSize }, { timeoutMs: this.opts.collectiveTimeoutMs ?? 15_000 });
+    const ring = openRing(this.nc, { run: this.opts.run, generation, rank: rank!, world: worldSize }, { timeoutMs: this.opts.collectiveTimeoutMs ?? 15_000, wire: this.opts.config.coordinator.wire });
     this.ring = ring;
     this.generations++;
     log.info('generation', { generation, rank, world: worldSize });
@@ -581,38 +583,62 @@ class DistributedTrainer {
     // What the other ranks consumed in this step; reported for them too, so a peer killed between the all-reduce
     // and its own report does not get its samples read twice.
     const peers: { trainer: string; shard: number; offset: number }[] = [];
-    const reduce = async (flat: Float32Array): Promise<Float32Array> => {
-      const L = flat.length;
-      const v = new Float32Array(L + 5 + 2 * ring.world);
-      for (let i = 0; i < L; i++) v[i] = flat[i] * n;
-      v[L] = n;
-      v[L + 1] = localLoss * n;
-      v[L + 2] = stopping ? 1 : 0;
-      v[L + 3] = n === 0 && this.feed.exhausted ? 1 : 0;
-      v[L + 4] = n === 0 && this.feed.epochDone ? 1 : 0;
-      if (next) v.set([next.shard + 1, next.batch.cursor.sample], L + 5 + 2 * ring.rank);
-      const r = await ring.allReduce(v, { step: p.globalStep });
-      arSeconds = r.seconds;
-      // The ring returns means over ranks; multiply back to sums (rounded: these are small integers).
-      const W = ring.world;
-      const total = Math.round(r.values[L] * W);
-      stop = r.values[L + 2] > 0;
-      if (total === 0) throw new EmptyStep(Math.round(r.values[L + 3] * W) === W, Math.round(r.values[L + 4] * W) === W);
+    const W = ring.world;
+    // A 16-bit wire compresses the gradient all-reduce only: the ring's allGather (CLIP's embeddings, the step's
+    // numbers below) and broadcast (the weight sync) are always float32, so every rank's global-batch loss and state
+    // stay exact; the embeddings are batch × embedDim floats per rank, small beside the gradient.
+    const exact = config.coordinator.wire === 'f32';
+    /** The all-reduced numbers of the step, summed over ranks; `at(q)` is rank q's (shard + 1, offset). */
+    const settle = (total: number, stops: number, dataDone: number, epochDone: number, at: (q: number) => [number, number]): void => {
+      stop = stops > 0;
+      if (total === 0) throw new EmptyStep(dataDone === W, epochDone === W);
       globalSamples = total;
       for (let q = 0; q < W; q++) {
-        const shard = Math.round(r.values[L + 5 + 2 * q] * W) - 1;
-        if (q !== ring.rank && shard >= 0) peers.push({ trainer: this.ringIds[q], shard, offset: Math.round(r.values[L + 6 + 2 * q] * W) });
+        const [shard1, offset] = at(q);
+        if (q !== ring.rank && shard1 > 0) peers.push({ trainer: this.ringIds[q], shard: shard1 - 1, offset });
       }
-      globalLoss = r.values[L + 1] / r.values[L];
-      if (r.nonFinite) return new Float32Array(L).fill(NaN);
-      const out = new Float32Array(L);
-      const mean = r.values[L];
-      for (let i = 0; i < L; i++) out[i] = r.values[i] / mean;
-      return out;
+    };
+    const reduce = async (flat: Float32Array): Promise<Float32Array> => {
+      const L = flat.length;
+      // This rank's numbers of the step: n, n·loss, stop, dataDone, epochDone, then its shard + 1 and offset.
+      const own = [n, localLoss * n, stopping ? 1 : 0, n === 0 && this.feed.exhausted ? 1 : 0, n === 0 && this.feed.epochDone ? 1 : 0, next ? next.shard + 1 : 0, next ? next.batch.cursor.sample : 0];
+      // The gradient, weighted by this rank's samples; with f32 the numbers follow it in the same vector (see the header).
+      const v = new Float32Array(exact ? L + 5 + 2 * W : L);
+      for (let i = 0; i < L; i++) v[i] = flat[i] * n;
+      if (exact) {
+        v.set(own.slice(0, 5), L);
+        v.set(own.slice(5), L + 5 + 2 * ring.rank);
+        const r = await ring.allReduce(v, { step: p.globalStep });
+        arSeconds = r.seconds;
+        // The ring returns means over ranks; multiply back to sums (rounded: these are small integers).
+        const m = r.values;
+        const sum = (i: number) => Math.round(m[i] * W);
+        settle(sum(L), m[L + 2], sum(L + 3), sum(L + 4), (q) => [sum(L + 5 + 2 * q), sum(L + 6 + 2 * q)]);
+        globalLoss = m[L + 1] / m[L];
+        if (r.nonFinite) return new Float32Array(L).fill(NaN);
+        const out = new Float32Array(L);
+        for (let i = 0; i < L; i++) out[i] = m[i] / m[L];
+        return out;
+      }
+      // A 16-bit wire would round the numbers with the gradient (a sample count, a shard offset), so they are
+      // all-gathered exactly first; a step in which no rank has samples then sends no gradient at all.
+      const t = performance.now();
+      const all = await ring.allGather(Float32Array.from(own), { step: p.globalStep });
+      const sum = (k: number) => Array.from({ length: W }, (_, q) => all[own.length * q + k]).reduce((a, b) => a + b, 0);
+      settle(sum(0), sum(2), sum(3), sum(4), (q) => [all[own.length * q + 5], all[own.length * q + 6]]);
+      globalLoss = sum(1) / sum(0);
+      const r = await ring.allReduce(v, { step: p.globalStep, inPlace: true });
+      arSeconds = (performance.now() - t) / 1000;
+      if (r.nonFinite || !Number.isFinite(globalLoss)) return v.fill(NaN);
+      // The mean of n·grad over ranks, divided by the mean n (as the f32 path divides by the ring's mean of n).
+      const meanN = Math.fround(globalSamples / W);
+      for (let i = 0; i < L; i++) v[i] /= meanN;
+      return v;
     };
     let localLoss = 0;
     const device = next ? toStageBatch(this.models, stage, next.batch, config.data.imageSize) : undefined;
     let r;
+    const sentBefore = ring.stats().bytesSent;
     try {
       // CLIP: every rank all-gathers the step's embeddings (with or without a batch), so its loss is the global batch's.
       const own =
@@ -640,6 +666,9 @@ class DistributedTrainer {
       return undefined;
     } finally {
       if (device) disposeStageBatch(device);
+      // What the ring sent for this step's gradient exchange and CLIP gathers, also when the step is empty or
+      // abandoned: it goes out with the next step report.
+      this.bytesUnreported += ring.stats().bytesSent - sentBefore;
     }
     if (r.skipped) {
       p.skipped[stage] = (p.skipped[stage] ?? 0) + 1;
@@ -669,9 +698,11 @@ class DistributedTrainer {
     if (p.stageStep % config.logEvery === 0 || p.stageStep === sc.steps) {
       log.info(stage, { rank: ring.rank, step: `${p.stageStep}/${sc.steps}`, loss: +globalLoss.toFixed(5), 'samples/s': +(globalSamples / seconds).toFixed(2) });
     }
+    const bytes = this.bytesUnreported;
+    this.bytesUnreported = 0;
     // Not awaited: the report only feeds the coordinator's stage machine and metrics; the trainers keep their own.
     void this.coord
-      .call('step', { generation: ring.generation, step: p.globalStep, loss: globalLoss, gradNorm: Number.isFinite(r.gradNorm) ? r.gradNorm : undefined, samples: n, seconds, allreduceSeconds: arSeconds, allreduceBytes: paramCount(params) * 4 * 2, dataWaitSeconds: dataWait })
+      .call('step', { generation: ring.generation, step: p.globalStep, loss: globalLoss, gradNorm: Number.isFinite(r.gradNorm) ? r.gradNorm : undefined, samples: n, globalSamples, seconds, allreduceSeconds: arSeconds, allreduceBytes: bytes, dataWaitSeconds: dataWait })
       .catch((err) => log.warn('step report refused', { error: String(err) }));
     const stageDone = p.stageStep === sc.steps;
     const ck = config.checkpoint;
@@ -701,6 +732,9 @@ class DistributedTrainer {
 
   /** Times the ranks' weights were found to differ and re-synced from rank 0. */
   private resyncs = 0;
+
+  /** Bytes the ring sent for steps' gradient exchanges (CLIP's gathers included) not yet in a step report. */
+  private bytesUnreported = 0;
 
   /** The Adam optimiser of a stage, created when the stage starts (or restored from a resumed checkpoint). */
   private async stageOptimizer(stage: number, params: Map<string, tf.Variable>): Promise<tf.Optimizer> {

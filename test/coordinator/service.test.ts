@@ -92,6 +92,8 @@ test('membership generations on join and leave, step reports move the stages', a
     await c.tick();
     assert.deepEqual(c.status().members, ['a']);
     assert.equal(c.status().generation, 3);
+    // Two generations after the first: b joining, b leaving.
+    assert.match(await c.metrics.registry.metrics(), /^easel_generation_changes_total\{run="gens"\} 2$/m);
   } finally {
     await c.stop();
   }
@@ -146,7 +148,8 @@ test('/status, /metrics, /healthz and /readyz answer over HTTP', async () => {
     const a = new CoordinatorClient(shared.nc, 'http', 'a');
     await a.request('register');
     const l = (await a.request<{ lease: Lease }>('lease')).lease;
-    await a.request('step', { generation: 1, step: 1, loss: 3.5, samples: 4, seconds: 2, allreduceBytes: 1024 });
+    // The fleet consumed 12 samples in the step (this rank 4): 6 samples/s over the step's 2 s.
+    await a.request('step', { generation: 1, step: 1, loss: 3.5, gradNorm: 0.75, samples: 4, globalSamples: 12, seconds: 2, allreduceBytes: 1024, allreduceSeconds: 0.25, dataWaitSeconds: 0.125 });
     await a.request('progress', { shard: l.shard, offset: 4 });
     await a.request('checkpoint', { step: 1, key: 'ckpt/1', seconds: 0.5 });
     const status = (await (await fetch(`${http.url}/status`)).json()) as Record<string, unknown>;
@@ -169,6 +172,15 @@ test('/status, /metrics, /healthz and /readyz answer over HTTP', async () => {
       'easel_samples_seen{run="http"} 4',
       'easel_filter_dropped_samples{reason="language",run="http"} 7',
       'easel_checkpoint_step{run="http"} 1',
+      'easel_step_seconds_sum{run="http",stage="clip"} 2',
+      'easel_step_seconds_count{run="http",stage="clip"} 1',
+      'easel_samples_per_second{stage="clip",run="http"} 6',
+      'easel_grad_norm{stage="clip",run="http"} 0.75',
+      'easel_allreduce_seconds_total{run="http"} 0.25',
+      'easel_data_wait_seconds_total{run="http"} 0.125',
+      'easel_checkpoint_seconds_sum{run="http"} 0.5',
+      'easel_checkpoint_seconds_count{run="http"} 1',
+      'easel_generation_changes_total{run="http"} 0',
     ]) {
       assert.ok(text.includes(line), `metrics include ${line}`);
     }

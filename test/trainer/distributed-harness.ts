@@ -15,6 +15,7 @@ import { startNats, type NatsServer } from '../helpers/nats.ts';
 import { SynthConfig, writeSynthDataset } from '../../src/data/synth/index.ts';
 import { IMAGE_SIZE, tinyRun } from './fixtures.ts';
 import type { NatsConnection } from 'nats';
+import { decodeHeader, HEADER_BYTES, type Dtype } from '../../src/transport/chunks.ts';
 
 export interface Harness {
   nats: NatsServer;
@@ -130,6 +131,8 @@ export async function startHarness(
     coordinatorAsProcess?: boolean;
     /** Checkpoint cadence in steps (default: the fixtures' 2; 0 = only at the end of a stage). */
     checkpointEverySteps?: number;
+    /** coordinator.wire: the gradient all-reduce's element type on the wire (default f32). */
+    wire?: 'f32' | 'bf16' | 'f16';
   },
 ): Promise<Harness> {
   const data = join(dir, 'data');
@@ -144,9 +147,9 @@ export async function startHarness(
     data: { ...tiny.data, batchSize: opts.batchSize ?? tiny.data.batchSize },
     checkpoint: { ...tiny.checkpoint, everySteps: opts.checkpointEverySteps ?? tiny.checkpoint.everySteps },
   };
-  const coordinatorSection = { heartbeatTimeoutMs: opts.heartbeatTimeoutMs ?? 4000, leaseMs: 60_000, minTrainers: opts.minTrainers ?? 1, epochs: opts.epochs ?? 1, tickMs: 200 };
+  const coordinatorSection = { heartbeatTimeoutMs: opts.heartbeatTimeoutMs ?? 4000, leaseMs: 60_000, minTrainers: opts.minTrainers ?? 1, epochs: opts.epochs ?? 1, tickMs: 200, ...(opts.wire ? { wire: opts.wire } : {}) };
   const configPath = join(dir, 'run.yaml');
-  await writeFile(configPath, stringify(opts.coordinatorAsProcess ? { ...runFile, coordinator: coordinatorSection } : runFile));
+  await writeFile(configPath, stringify(opts.coordinatorAsProcess || opts.wire ? { ...runFile, coordinator: coordinatorSection } : runFile));
   const nats = await startNats();
   const nc = await openNats({ servers: nats.url, name: 'test' });
   let coordinator: Coordinator | undefined;
@@ -194,6 +197,46 @@ export async function startHarness(
       await nats.stop();
     },
   };
+}
+
+/** What the trainers' rings put on the wire, counted by a subscriber of their chunk subjects (acks are not chunks). */
+export interface RingTraffic {
+  /** Bytes of the chunks of `op` (ar = all-reduce, ag = allGather, bc = broadcast) sent for steps `< beforeStep`. */
+  bytes(op: 'ar' | 'ag' | 'bc', beforeStep?: number): number;
+  /** Every all-reduce chunk's header and body size. */
+  allReduceChunks: Array<{ dtype: Dtype; elements: number; bodyBytes: number }>;
+  stop(): Promise<void>;
+}
+
+/** Starts counting the chunks of `h`'s rings; call before the trainers start. */
+export function watchRing(h: Harness): RingTraffic {
+  const seen: Array<{ op: string; step: number; bytes: number }> = [];
+  const allReduceChunks: RingTraffic['allReduceChunks'] = [];
+  // easel.<run>.g<generation>.s<step>.<op><seq>.<toRank>
+  const sub = h.nc.subscribe(`easel.${h.run}.*.*.*.*`, {
+    callback: (err, msg) => {
+      if (err) return;
+      const [, , , step, op] = msg.subject.split('.');
+      seen.push({ op: op.slice(0, 2), step: Number(step.slice(1)), bytes: msg.data.byteLength });
+      if (op.startsWith('ar')) {
+        const hd = decodeHeader(msg.data);
+        allReduceChunks.push({ dtype: hd.dtype, elements: hd.length, bodyBytes: msg.data.byteLength - HEADER_BYTES });
+      }
+    },
+  });
+  return {
+    bytes: (op, beforeStep = Infinity) => seen.filter((x) => x.op === op && x.step < beforeStep).reduce((n, x) => n + x.bytes, 0),
+    allReduceChunks,
+    async stop() {
+      await h.nc.flush();
+      sub.unsubscribe();
+    },
+  };
+}
+
+/** The value of a metric without labels beyond `run` (or the first series of it), from Prometheus text. */
+export function metricValue(text: string, name: string): number {
+  return Number(new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
 }
 
 /**

@@ -1,38 +1,77 @@
 // Two trainers and the real coordinator over a real nats-server train the tiny synthetic set.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHarness } from './distributed-harness.ts';
+import { Dtype, HEADER_BYTES } from '../../src/transport/chunks.ts';
+import { metricValue, startHarness, watchRing } from './distributed-harness.ts';
 import { withTempDir } from './fixtures.ts';
+
+/**
+ * Two trainers train the epoch (2 shards × 16 samples, batch 8 per rank: 2 steps) with `wire`; checks that they read
+ * every sample exactly once with bit-identical weights after every step, and that easel_allreduce_bytes_total is
+ * what their rings put on the wire. Returns what the rings sent and the coordinator's metrics.
+ */
+async function trainEpoch(dir: string, wire: 'f32' | 'bf16') {
+  // Budgets larger than one epoch: the run ends when the data is read.
+  const h = await startHarness(dir, { steps: { clip: 100, prior: 0, decoder: 0 }, minTrainers: 2, wire });
+  try {
+    const traffic = watchRing(h);
+    const a = h.spawnTrainer('a');
+    const b = h.spawnTrainer('b');
+    const codes = await Promise.all([a.exited, b.exited]);
+    if (process.env.EASEL_TEST_LOGS) console.log(a.log(), b.log());
+    assert.deepEqual(codes, [0, 0], `trainers failed:\n--- a ---\n${a.log()}\n--- b ---\n${b.log()}`);
+    await traffic.stop();
+    const s = h.coordinator.status();
+    assert.deepEqual(s.shards, { done: 2, leased: 0, pending: 0 });
+    assert.equal(s.samples_seen, 32);
+    assert.equal(s.expected_samples, 32);
+    const [ta, tb] = [await h.trace('a'), await h.trace('b')];
+    assert.ok(ta.length >= 2, `a applied ${ta.length} steps`);
+    assert.equal(ta.length, tb.length);
+    // Samples each step applied, summed over steps = the epoch, counted once.
+    assert.equal(ta.reduce((n, r) => n + r.samples, 0), 32);
+    assert.equal(ta.reduce((n, r) => n + r.own, 0) + tb.reduce((n, r) => n + r.own, 0), 32);
+    for (let i = 0; i < ta.length; i++) {
+      assert.equal(ta[i].globalStep, tb[i].globalStep);
+      assert.equal(ta[i].weights, tb[i].weights, `weights differ after step ${ta[i].globalStep}`);
+    }
+    assert.equal(new Set(ta.map((r) => r.world)).size, 1);
+    assert.equal(ta[0].world, 2);
+    // The bytes the trainers reported are the chunks their rings sent for the applied steps (all-reduces and CLIP's
+    // gathers; the last collective, at the final step's number, only found the data read and was not reported).
+    const metrics = await h.coordinator.metrics.registry.metrics();
+    const last = s.step;
+    const sent = traffic.bytes('ar', last) + traffic.bytes('ag', last);
+    assert.ok(traffic.bytes('ar', last) > 0 && traffic.bytes('ag', last) > 0, 'both all-reduces and gathers went over the wire');
+    assert.equal(metricValue(metrics, 'easel_allreduce_bytes_total'), sent, 'easel_allreduce_bytes_total is what the rings sent');
+    return { traffic, metrics };
+  } finally {
+    await h.stop();
+  }
+}
 
 test('two trainers read every sample of the epoch exactly once and hold bit-identical weights after every step', { timeout: 120_000 }, async () => {
   await withTempDir(async (dir) => {
-    // Budgets larger than one epoch: the run ends when the data is read (2 shards × 16 samples, batch 8 per rank).
-    const h = await startHarness(dir, { steps: { clip: 100, prior: 0, decoder: 0 }, minTrainers: 2 });
-    try {
-      const a = h.spawnTrainer('a');
-      const b = h.spawnTrainer('b');
-      const codes = await Promise.all([a.exited, b.exited]);
-      if (process.env.EASEL_TEST_LOGS) console.log(a.log(), b.log());
-      assert.deepEqual(codes, [0, 0], `trainers failed:\n--- a ---\n${a.log()}\n--- b ---\n${b.log()}`);
-      const s = h.coordinator.status();
-      assert.deepEqual(s.shards, { done: 2, leased: 0, pending: 0 });
-      assert.equal(s.samples_seen, 32);
-      assert.equal(s.expected_samples, 32);
-      const [ta, tb] = [await h.trace('a'), await h.trace('b')];
-      assert.ok(ta.length >= 2, `a applied ${ta.length} steps`);
-      assert.equal(ta.length, tb.length);
-      // Samples each step applied, summed over steps = the epoch, counted once.
-      assert.equal(ta.reduce((n, r) => n + r.samples, 0), 32);
-      assert.equal(ta.reduce((n, r) => n + r.own, 0) + tb.reduce((n, r) => n + r.own, 0), 32);
-      for (let i = 0; i < ta.length; i++) {
-        assert.equal(ta[i].globalStep, tb[i].globalStep);
-        assert.equal(ta[i].weights, tb[i].weights, `weights differ after step ${ta[i].globalStep}`);
-      }
-      assert.equal(new Set(ta.map((r) => r.world)).size, 1);
-      assert.equal(ta[0].world, 2);
-    } finally {
-      await h.stop();
+    const { traffic, metrics } = await trainEpoch(dir, 'f32');
+    assert.ok(traffic.allReduceChunks.length > 0 && traffic.allReduceChunks.every((c) => c.dtype === Dtype.F32 && c.bodyBytes === 4 * c.elements), 'the default wire is float32');
+    // Every step metric has a plausible value after a real run (their exact plumbing: test/coordinator/service.test.ts).
+    const value = (name: string) => metricValue(metrics, name);
+    assert.ok(value('easel_step_seconds_count') >= 4, 'each trainer reported both steps');
+    assert.ok(value('easel_checkpoint_seconds_count') >= 1, 'rank 0 reported its checkpoints');
+    for (const name of ['easel_step_seconds_sum', 'easel_samples_per_second', 'easel_grad_norm', 'easel_allreduce_seconds_total', 'easel_data_wait_seconds_total', 'easel_checkpoint_seconds_sum']) {
+      assert.ok(value(name) > 0, `${name} = ${value(name)}`);
     }
+  });
+});
+
+test('with coordinator.wire bf16 the gradient travels in 16 bits: half the bytes, the same exactly-once and identical ranks', { timeout: 120_000 }, async () => {
+  await withTempDir(async (dir) => {
+    const { traffic } = await trainEpoch(dir, 'bf16');
+    const chunks = traffic.allReduceChunks;
+    assert.ok(chunks.length > 0 && chunks.every((c) => c.dtype === Dtype.BF16 && c.bodyBytes === 2 * c.elements), 'every all-reduce chunk is bf16');
+    const sent = chunks.reduce((n, c) => n + HEADER_BYTES + c.bodyBytes, 0);
+    const asF32 = chunks.reduce((n, c) => n + HEADER_BYTES + 4 * c.elements, 0);
+    assert.ok(sent < 0.51 * asF32, `all-reduces sent ${sent} bytes, ${asF32} in float32`);
   });
 });
 
