@@ -1,7 +1,7 @@
 // `easel coordinator --config run.yaml --nats <url>`: owns one run until it is stopped (SIGINT/SIGTERM). Its
 // state lives in NATS JetStream KV, so a coordinator started again with the same run file resumes the run.
 import { UsageError, parseFlags } from './args.ts';
-import { loadRunConfig, resumeCompatibility, showDifference, type RunConfig } from '../trainer/config.ts';
+import { loadRunConfig, resumeCompatibility, showDifference, stageBatchSize, type RunConfig } from '../trainer/config.ts';
 import { parseCoordinatorConfig } from '../coordinator/config.ts';
 import { discoverShards } from '../coordinator/dataset.ts';
 import { Coordinator, startHttpServer } from '../coordinator/service.ts';
@@ -64,8 +64,9 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   }
   const budgets = { clip: runConfig.stages.clip.steps, prior: runConfig.stages.prior.steps, decoder: runConfig.stages.decoder.steps };
+  const batchSizes = { clip: stageBatchSize(runConfig, 'clip'), prior: stageBatchSize(runConfig, 'prior'), decoder: stageBatchSize(runConfig, 'decoder') };
   let superseded: ((by: { id: string; term: number }) => void) | undefined;
-  const c = await Coordinator.start({ nc, run: runConfig.name, config, runConfig, budgets, shards: dataset.shards, filterDropped: dataset.dropped, onSuperseded: (by) => superseded?.(by) });
+  const c = await Coordinator.start({ nc, run: runConfig.name, config, runConfig, budgets, batchSizes, shards: dataset.shards, filterDropped: dataset.dropped, onSuperseded: (by) => superseded?.(by) });
   const http = await startHttpServer(c, { port: config.httpPort, host: config.httpHost });
   // One line on stdout, for launchers and scripts: where to scrape and ask.
   console.log(JSON.stringify({ run: runConfig.name, http: http.url, shards: dataset.shards.length }));

@@ -30,7 +30,7 @@ export function createMetrics(run: string, checkpointAgeSeconds: () => number | 
     trainerDeaths: new Counter({ name: 'easel_trainer_deaths_total', help: 'trainers declared dead for missing heartbeats', registers: r }),
     shards: new Gauge({ name: 'easel_shards', help: 'shards of the current epoch by state', labelNames: ['state'], registers: r }),
     samplesSeen: new Gauge({ name: 'easel_samples_seen', help: 'samples consumed this epoch (gradients applied), each counted once', registers: r }),
-    expectedSamples: new Gauge({ name: 'easel_expected_samples', help: 'samples in this epoch', registers: r }),
+    expectedSamples: new Gauge({ name: 'easel_expected_samples', help: 'samples the run applies if it ends normally: its step budgets or epochs, whichever ends it first (at the current world size)', registers: r }),
     epoch: new Gauge({ name: 'easel_epoch', help: 'current epoch (0-based)', registers: r }),
     leasesGranted: new Counter({ name: 'easel_leases_total', help: 'shard leases granted', registers: r }),
     leasesReclaimed: new Counter({ name: 'easel_leases_reclaimed_total', help: 'leases returned to pending, by cause', labelNames: ['cause'], registers: r }),

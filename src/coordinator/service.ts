@@ -14,6 +14,7 @@ import type { CoordinatorConfig } from './config.ts';
 import { LeaseTable, type ShardRecord, type TableSnapshot } from './leases.ts';
 import { Membership, type Generation } from './membership.ts';
 import { createMetrics, type CoordinatorMetrics } from './metrics.ts';
+import { expectedSamples } from './expected.ts';
 import { completeStep, initialStages, type StageBudgets, type StageState } from './stages.ts';
 import { StateStore, type CheckpointRecord, type LeaderRecord, type RunRecord } from './store.ts';
 import { VERBS, coordWildcard, generationSubject, type Verb } from './subjects.ts';
@@ -33,6 +34,11 @@ export interface CoordinatorOptions {
   config: CoordinatorConfig;
   /** Step budget of each stage (the run file's stages.<stage>.steps). */
   budgets: StageBudgets;
+  /**
+   * Samples each trainer reads per step, by stage (the run file's stageBatchSize). With them `expected_samples` is
+   * what the budgets and epochs call for (expected.ts); without them (tests driving requests by hand), the epochs'.
+   */
+  batchSizes?: StageBudgets;
   /** The dataset, in lease order. A restarted coordinator must be given the same list. */
   shards: ShardInfo[];
   /** Samples the filter dropped, by reason (exported as a metric). */
@@ -207,10 +213,30 @@ export class Coordinator {
       registered: this.membership.size,
       shards: { done: s.done, leased: s.leased, pending: s.pending },
       samples_seen: this.epoch * this.perEpoch + s.samplesSeen,
-      expected_samples: this.opts.config.epochs * this.perEpoch,
+      expected_samples: this.expectedSamples(),
       checkpoint: ck ? { ...ck, age_seconds: (this.clock() - ck.at) / 1000 } : null,
     };
   }
+
+  /**
+   * What the configuration calls for (`expected_samples`): the samples the trainers apply if the run ends
+   * normally — the stages' step budgets or the epochs, whichever ends it first, read as the plan of the current
+   * world size deals the shards (expected.ts; before the first generation, minTrainers). A run whose world size
+   * changes mid-epoch reads other batches, so it may end elsewhere; without batch sizes, the epochs alone.
+   */
+  private expectedSamples(): number {
+    const batchSizes = this.opts.batchSizes;
+    if (!batchSizes) return this.opts.config.epochs * this.perEpoch;
+    const world = this.table.world ?? this.opts.config.minTrainers;
+    if (this.expected?.world !== world) {
+      const shards = this.opts.shards.map((s) => s.samples);
+      this.expected = { world, samples: expectedSamples({ shards, epochs: this.opts.config.epochs, budgets: this.opts.budgets, batchSizes, world }) };
+    }
+    return this.expected.samples;
+  }
+
+  /** expectedSamples() of a world size (computed once per world size: status() answers every heartbeat). */
+  private expected: { world: number; samples: number } | undefined;
 
   /** Handles one request (what a NATS request to the verb's subject does), in the request queue. */
   request(verb: Verb, body: unknown): Promise<Reply> {
@@ -652,7 +678,7 @@ export class Coordinator {
     const s = this.table.stats();
     for (const state of ['pending', 'leased', 'done'] as const) m.shards.set({ state }, s[state]);
     m.samplesSeen.set(this.epoch * this.perEpoch + s.samplesSeen);
-    m.expectedSamples.set(this.opts.config.epochs * this.perEpoch);
+    m.expectedSamples.set(this.expectedSamples());
     m.epoch.set(this.epoch);
     m.members.set(this.membership.generation.ring.length);
     m.registered.set(this.membership.size);

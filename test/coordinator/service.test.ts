@@ -99,6 +99,32 @@ test('membership generations on join and leave, step reports move the stages', a
   }
 });
 
+test('expected_samples is what the step budgets call for when they end the run before its epochs, at the world size', async () => {
+  const t = clock();
+  // 6 shards of 4…9 samples, 2 per trainer per step; CLIP 3 steps, the prior 2 (options()).
+  const c = await Coordinator.start(options('expected', t, { batchSizes: { clip: 2, prior: 2, decoder: 2 } }));
+  try {
+    const a = new CoordinatorClient(shared.nc, 'expected', 'a');
+    const b = new CoordinatorClient(shared.nc, 'expected', 'b');
+    await a.request('register');
+    // One trainer: CLIP reads 2 + 2 of shard 0, then 2 of shard 1; the prior 2 more and shard 1's last sample.
+    assert.equal(c.status().expected_samples, 9);
+    assert.match(await c.metrics.registry.metrics(), /^easel_expected_samples\{run="expected"\} 9$/m);
+    await b.request('register');
+    await a.request('step', { generation: 1, step: 1 }); // b enters: two trainers
+    // Rank 0 reads shards 0, 2, 4, rank 1 shards 1, 3, 5: CLIP 4 + 4 + (2 + 1), the prior 4 + 4.
+    assert.equal(c.status().expected_samples, 19);
+  } finally {
+    await c.stop();
+  }
+  const d = await Coordinator.start(options('expected-data', t, { batchSizes: { clip: 2, prior: 2, decoder: 2 }, budgets: { clip: 100, prior: 0, decoder: 0 } }));
+  try {
+    assert.equal(d.status().expected_samples, 4 + 5 + 6 + 7 + 8 + 9, 'the epoch ends it first');
+  } finally {
+    await d.stop();
+  }
+});
+
 test('a restarted coordinator resumes from JetStream KV with the same lease table and generation', async () => {
   const t = clock();
   const first = await Coordinator.start(options('resume', t));

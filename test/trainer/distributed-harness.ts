@@ -10,6 +10,7 @@ import { openStore } from '../../src/data/store/index.ts';
 import { listShards, readShard, statsKeyFor } from '../../src/data/webdataset/index.ts';
 import { Coordinator, type CoordinatorStatus, type ShardInfo } from '../../src/coordinator/service.ts';
 import { parseCoordinatorConfig } from '../../src/coordinator/config.ts';
+import { parseRunConfig, stageBatchSize } from '../../src/trainer/config.ts';
 import { openNats, closeNats } from '../../src/transport/connection.ts';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
 import { SynthConfig, writeSynthDataset } from '../../src/data/synth/index.ts';
@@ -158,7 +159,9 @@ export async function startHarness(
     coordinatorProcess = spawnCoordinator(configPath, nats.url);
     await coordinatorProcess.start();
   } else {
-    coordinator = await Coordinator.start({ nc, run, config: parseCoordinatorConfig(coordinatorSection), budgets: opts.steps, shards: await shardInfos(data) });
+    const parsed = parseRunConfig(runFile);
+    const batchSizes = { clip: stageBatchSize(parsed, 'clip'), prior: stageBatchSize(parsed, 'prior'), decoder: stageBatchSize(parsed, 'decoder') };
+    coordinator = await Coordinator.start({ nc, run, config: parseCoordinatorConfig(coordinatorSection), budgets: opts.steps, batchSizes, shards: await shardInfos(data) });
   }
   const children: ChildProcess[] = [];
   return {
