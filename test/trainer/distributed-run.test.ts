@@ -1,17 +1,21 @@
 // `easel run` end to end: nats-server, coordinator and two trainers as processes; Ctrl-C stops the run with a
 // checkpoint; the same command again resumes it (coordinator state from JetStream, weights from the checkpoint)
-// and finishes CLIP → prior → decoder; status.json holds the coordinator's final /status.
+// and finishes CLIP → prior → decoder; status.json holds the coordinator's final /status. With --nats it uses that
+// server; without, and without nats-server on PATH, it says how to get one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { startNats } from '../helpers/nats.ts';
 import { writeDataset } from './distributed-harness.ts';
 import { tinyRun, withTempDir } from './fixtures.ts';
 
-function easelRun(configPath: string, out: string, onLine?: (line: string, kill: () => void) => void): Promise<{ code: number | null; log: string }> {
-  const child = spawn(process.execPath, ['bin/easel.js', 'run', '--config', configPath, '--workers', '2', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info' } });
+/** `easel run <args>` as a child process; `onLine` sees every line of its output and can Ctrl-C it. */
+function easelRun(args: string[], onLine?: (line: string, kill: () => void) => void): Promise<{ code: number | null; log: string }> {
+  const child = spawn(process.execPath, ['bin/easel.js', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info' } });
   let log = '';
   const onData = (d: Buffer) => {
     log += d;
@@ -32,7 +36,8 @@ test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes
     const out = join(dir, 'out');
 
     let interrupted = false;
-    const first = await easelRun(configPath, out, (line, kill) => {
+    const args = ['--config', configPath, '--workers', '2', '--out', out];
+    const first = await easelRun(args, (line, kill) => {
       if (!interrupted && /\[trainer\] clip rank=0 step=1\//.test(line)) {
         interrupted = true;
         kill();
@@ -44,7 +49,7 @@ test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes
     assert.ok(stopped.step >= 1 && stopped.step < 5, `stopped at step ${stopped.step}`);
     assert.equal(stopped.checkpoint?.step, stopped.step, 'rank 0 wrote a checkpoint of the last step');
 
-    const second = await easelRun(configPath, out);
+    const second = await easelRun(args);
     assert.equal(second.code, 0, second.log);
     const s = JSON.parse(await readFile(join(out, 'status.json'), 'utf8'));
     assert.equal(s.phase, 'done');
@@ -58,5 +63,46 @@ test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes
     assert.ok(stopped.samples_seen < s.samples_seen, `samples_seen ${stopped.samples_seen} → ${s.samples_seen}`);
     assert.equal(s.samples_seen, s.expected_samples, 'the run that ended normally applied what its configuration calls for');
     assert.equal(s.shards.done + s.shards.leased + s.shards.pending, 2);
+  });
+});
+
+test('easel run --nats <url> runs on that server and starts no nats-server of its own', { timeout: 120_000 }, async () => {
+  await withTempDir(async (dir) => {
+    const data = join(dir, 'data');
+    await writeDataset(data, 1);
+    const configPath = join(dir, 'run.yaml');
+    // One trainer, one CLIP step of 8 samples.
+    const run = { ...tinyRun(data, join(dir, 'ckpt'), { clip: 1, prior: 0, decoder: 0 }), name: 'natstest', backend: 'cpu' };
+    await writeFile(configPath, stringify({ ...run, coordinator: { minTrainers: 1, tickMs: 200 } }));
+    const out = join(dir, 'out');
+    const nats = await startNats();
+    try {
+      const r = await easelRun(['--config', configPath, '--workers', '1', '--nats', nats.url, '--out', out]);
+      assert.equal(r.code, 0, r.log);
+      const s = JSON.parse(await readFile(join(out, 'status.json'), 'utf8'));
+      assert.equal(s.phase, 'done', r.log);
+      assert.equal(s.step, 1);
+      assert.equal(s.samples_seen, 8);
+      assert.equal(s.samples_seen, s.expected_samples);
+      assert.match(r.log, new RegExp(`NATS ${nats.url};`), 'the run says which server it used');
+      assert.equal(existsSync(join(out, 'nats')), false, 'easel run started a nats-server of its own (its JetStream store is there)');
+    } finally {
+      await nats.stop();
+    }
+  });
+});
+
+test('easel run without --nats and without nats-server on PATH exits 2 and says how to install it', async () => {
+  await withTempDir(async (dir) => {
+    const configPath = join(dir, 'run.yaml');
+    await writeFile(configPath, stringify({ ...tinyRun(join(dir, 'data'), join(dir, 'ckpt')), name: 'nonats' }));
+    // An empty folder as the whole PATH: node itself is started by its absolute path.
+    const emptyPath = join(dir, 'bin');
+    await mkdir(emptyPath);
+    const r = spawnSync(process.execPath, ['bin/easel.js', 'run', '--config', configPath, '--workers', '1', '--out', join(dir, 'out')], { encoding: 'utf8', env: { ...process.env, PATH: emptyPath } });
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /nats-server is not on PATH/);
+    assert.match(r.stderr, /apt-get install nats-server/);
+    assert.match(r.stderr, /--nats <url>/);
   });
 });
