@@ -85,7 +85,9 @@ test('a distributed run stopped mid-run and resumed from its checkpoint reproduc
 
     // Run C: both trainers killed (-9) after step 3, a step after the periodic checkpoint of step 2: the coordinator
     // recorded progress past the checkpoint, which the resumed run must discard (rewind) to read those samples
-    // again — once.
+    // again — once. The new trainers start with --resume none, knowing nothing of a checkpoint (run B resumed with
+    // --resume latest): rank 0 finds itself behind the run and catches up from the latest checkpoint the coordinator
+    // recorded, rank 1 takes rank 0's state.
     await mkdir(join(dir, 'c'));
     const c = await startHarness(join(dir, 'c'), { ...RUN, heartbeatTimeoutMs: 2000 });
     try {
@@ -98,11 +100,15 @@ test('a distributed run stopped mid-run and resumed from its checkpoint reproduc
       assert.ok(before.step >= 3, `the coordinator is at step ${before.step}`);
       const ckpt = before.checkpoint!.step;
 
-      const second = [c.spawnTrainer('c2', { resume: 'latest' }), c.spawnTrainer('c3', { resume: 'latest' })];
+      const second = [c.spawnTrainer('c2', { resume: 'none' }), c.spawnTrainer('c3', { resume: 'none' })];
       await finish(second);
       const resumed = await weightsByStep(c, 'c2');
       assert.equal(Math.min(...resumed.keys()), ckpt + 1, 'the resumed run continued after the checkpoint');
       for (const [step, w] of resumed) assert.equal(w, reference.get(step), `weights after step ${step} differ from the uninterrupted run's`);
+      assert.deepEqual(await weightsByStep(c, 'c3'), resumed, 'both new trainers hold the same weights after every step');
+      const caughtUp = second.map((t) => t.log()).join('\n').match(/this trainer is behind the run: continuing from its latest checkpoint.*/g) ?? [];
+      assert.ok(caughtUp.length > 0, `no trainer caught up from the checkpoint:\n${second.map((t) => t.log()).join('\n---\n')}`);
+      for (const line of caughtUp) assert.match(line, new RegExp(` step=${ckpt} `), 'caught up from the latest checkpoint');
       const s = await c.status();
       assert.equal(s.samples_seen, SAMPLES, `samples counted once although the coordinator had seen step ${before.step} and the checkpoint was step ${ckpt}`);
       assert.equal(s.step, 8);
