@@ -5,6 +5,7 @@ import { initBackend } from '../../src/model/backend.ts';
 import { DiffusionPrior, PriorConfig, pickMostAligned } from '../../src/model/prior.ts';
 import { l2Normalize } from '../../src/model/nn.ts';
 import { tokenize } from '../../src/model/tokenizer.ts';
+import { checkParamGradients } from '../helpers/gradients.ts';
 
 before(async () => {
   await initBackend();
@@ -76,6 +77,25 @@ test('text-conditioning dropout follows the seed and drops about 10%', () => {
   assert.notDeepEqual(a.keep, p.trainingDraws(2000, 6).keep);
   const dropped = a.keep.reduce((n, v) => n + (v === 0 ? 1 : 0), 0) / a.keep.length;
   assert.ok(Math.abs(dropped - 0.1) < 0.03, `dropped ${dropped}`);
+  dispose(p);
+});
+
+test('the prior loss gradient matches finite differences, through the null conditioning, the broadcast query and tokens, and the transformer', () => {
+  const p = new DiffusionPrior({ embedDim: 8, width: 16, layers: 1, heads: 2, contextLength: 6, condDrop: 0.5 }, 2);
+  // Away from the small initial weights every parameter's gradient is well above the check's 1e-4 floor.
+  let i = 0;
+  for (const v of p.params().values()) v.assign(tf.tidy(() => tf.add(v, tf.randomNormal(v.shape, 0, 0.2, 'float32', 400 + i++))));
+  const batch = tf.tidy(() => ({
+    tokens: tokenize(['red', 'green', 'blue', 'pink'], 6),
+    textEmb: l2Normalize(tf.randomNormal([4, 8], 0, 1, 'float32', 1)) as tf.Tensor2D,
+    imageEmb: l2Normalize(tf.randomNormal([4, 8], 0, 1, 'float32', 2)) as tf.Tensor2D,
+  }));
+  const seed = 2;
+  // Captions 0 and 1 keep their conditioning, 2 and 3 get the learned nulls: both paths carry gradient.
+  assert.deepEqual(Array.from(p.trainingDraws(4, seed).keep), [1, 1, 0, 0]);
+  const names = ['tokens.null', 'text.null', 'query', 'tokens.table', 'text.w', 'time.in.w', 'image.w', 'pos.table', 'blocks.0.attn.qkv.w', 'blocks.0.mlp.fc.w', 'ln_final.g', 'out.w'];
+  checkParamGradients(p.params(), () => p.loss(batch, seed), names, { rtol: 3e-2, requireGradient: true });
+  tf.dispose(Object.values(batch));
   dispose(p);
 });
 
