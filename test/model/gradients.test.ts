@@ -138,6 +138,13 @@ const CASES: Array<[string, Op, Input[]]> = [
   ['avgPool 2×2', (x) => tf.avgPool(x as tf.Tensor4D, 2, 2, 'valid'), [normal([2, 4, 6, 3], 1)]],
   ['maxPool 2×2', (x) => tf.maxPool(x as tf.Tensor4D, 2, 2, 'valid'), [spaced([2, 4, 6, 3], 1)]],
   ['maxPool 3×3 stride 1 same (overlapping windows)', (x) => tf.maxPool(x as tf.Tensor4D, 3, 1, 'same'), [spaced([2, 5, 5, 2], 2)]],
+  // broadcastTo runs the Tile kernel: the prior's null tokens and query, the decoder's null caption.
+  ['broadcastTo over a new batch axis (learned null tokens)', (x) => tf.broadcastTo(x, [3, 4, 5]), [normal([4, 5], 1)]],
+  ['broadcastTo over size-1 axes (learned query)', (x) => tf.broadcastTo(tf.reshape(x, [1, 1, 5]), [3, 2, 5]), [normal([5], 1)]],
+  // A cap on one side of the kink: spaced values 0.05 apart (-0.3 … 0.25) never come within ε of 0.125, and three lie above it.
+  ['minimum with a constant (the capped logit scale)', (x) => tf.minimum(x, 0.125), [spaced([3, 4], 1)]],
+  ['minimum of two tensors', (a, b) => tf.minimum(a, b), [spaced([3, 4], 1), { ...spaced([3, 4], 2), values: spaced([3, 4], 2).values.map((v) => v + 0.025) }]],
+  ['logSumExp over rows and over columns (the contrastive loss)', (x) => tf.add(tf.logSumExp(x, 1, true), tf.logSumExp(x, 0, true)), [normal([4, 4], 1)]],
   ['causal self-attention', (x, w) => attention(x, w, 2), [normal([2, 4, 8], 1), normal([8, 24], 2)]],
 ];
 
