@@ -1,7 +1,7 @@
 // `easel demo --smoke` end to end on a tiny run file: every stage runs and leaves its output under --out.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { stringify } from 'yaml';
@@ -15,12 +15,12 @@ test('examples/demo.yaml is a valid run file', async () => {
   assert.equal(c.data.imageSize % c.stages.decoder.model.imageSize, 0);
 });
 
-test('easel demo --smoke writes the dataset, filtered shards, checkpoints, a grid and eval.json under --out', async () => {
+test('easel demo --smoke writes the dataset, filtered shards, checkpoints, a grid and eval.json under --out (default ./demo-out)', async () => {
   await withTempDir(async (dir) => {
     const runFile = join(dir, 'tiny.yaml');
     // The fixtures' tiny models; data and checkpoint URLs are the demo's to set.
     await writeFile(runFile, stringify(tinyRun('unused', 'unused')));
-    const out = join(dir, 'out');
+    const out = join(dir, 'demo-out');
     assert.equal(await demo(['--smoke', '--config', runFile, '--out', out]), 0);
     const entries = (await readdir(out)).sort();
     assert.deepEqual(entries, ['checkpoints', 'data', 'demo.json', 'eval.json', 'samples', 'synth']);
@@ -33,8 +33,17 @@ test('easel demo --smoke writes the dataset, filtered shards, checkpoints, a gri
     for (const x of [r.clip.retrieval_top1, r.decoder.color_accuracy, r.decoder.shape_accuracy]) assert.ok(x >= 0 && x <= 1);
     assert.equal(typeof r.prior.cosine, 'number');
     assert.equal(typeof r.prior.text_baseline_cosine, 'number');
-    // A second run into the same folder replaces the first.
-    assert.equal(await demo(['--smoke', '--config', runFile, '--out', out]), 0);
+    // A second run without --out, started in <dir>, writes ./demo-out: the same folder, whose first run it replaces.
+    await rm(join(out, 'eval.json'));
+    const cwd = process.cwd();
+    process.chdir(dir);
+    try {
+      assert.equal(await demo(['--smoke', '--config', runFile]), 0);
+    } finally {
+      process.chdir(cwd);
+    }
+    assert.deepEqual((await readdir(out)).sort(), entries);
+    assert.equal(typeof JSON.parse(await readFile(join(out, 'eval.json'), 'utf8')).prior.cosine, 'number');
   });
 });
 
