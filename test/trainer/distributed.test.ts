@@ -1,42 +1,37 @@
-// Two trainers and the real coordinator over a real nats-server train the tiny synthetic set.
+// Trainers and the real coordinator over a real nats-server train the tiny synthetic set.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dtype, HEADER_BYTES } from '../../src/transport/chunks.ts';
-import { metricValue, startHarness, watchRing } from './distributed-harness.ts';
+import { assertEpochExactlyOnce, metricValue, startHarness, watchRing } from './distributed-harness.ts';
 import { withTempDir } from './fixtures.ts';
 
 /**
- * Two trainers train the epoch (2 shards × 16 samples, batch 8 per rank: 2 steps) with `wire`; checks that they read
- * every sample exactly once with bit-identical weights after every step, and that easel_allreduce_bytes_total is
- * what their rings put on the wire. Returns what the rings sent and the coordinator's metrics.
+ * `trainers` trainers train the epoch (one shard of 16 samples per trainer, batch 8 per rank: 2 steps) with `wire`;
+ * checks that they read every sample exactly once with bit-identical weights after every step, and that
+ * easel_allreduce_bytes_total is what their rings put on the wire. Returns what the rings sent and the coordinator's
+ * metrics.
  */
-async function trainEpoch(dir: string, wire: 'f32' | 'bf16') {
+async function trainEpoch(dir: string, wire: 'f32' | 'bf16', trainers: number) {
+  const shards = trainers;
+  const samples = 16 * shards;
   // Budgets larger than one epoch: the run ends when the data is read.
-  const h = await startHarness(dir, { steps: { clip: 100, prior: 0, decoder: 0 }, minTrainers: 2, wire });
+  const h = await startHarness(dir, { steps: { clip: 100, prior: 0, decoder: 0 }, shards, minTrainers: trainers, wire });
   try {
     const traffic = watchRing(h);
-    const a = h.spawnTrainer('a');
-    const b = h.spawnTrainer('b');
-    const codes = await Promise.all([a.exited, b.exited]);
-    if (process.env.EASEL_TEST_LOGS) console.log(a.log(), b.log());
-    assert.deepEqual(codes, [0, 0], `trainers failed:\n--- a ---\n${a.log()}\n--- b ---\n${b.log()}`);
+    const ids = Array.from({ length: trainers }, (_, i) => String.fromCharCode(97 + i));
+    const procs = ids.map((id) => h.spawnTrainer(id));
+    const codes = await Promise.all(procs.map((p) => p.exited));
+    const logs = () => procs.map((p, i) => `--- ${ids[i]} ---\n${p.log()}`).join('\n');
+    if (process.env.EASEL_TEST_LOGS) console.log(logs());
+    assert.deepEqual(codes, ids.map(() => 0), `trainers failed:\n${logs()}`);
     await traffic.stop();
-    const s = h.coordinator.status();
-    assert.deepEqual(s.shards, { done: 2, leased: 0, pending: 0 });
-    assert.equal(s.samples_seen, 32);
-    assert.equal(s.expected_samples, 32);
-    const [ta, tb] = [await h.trace('a'), await h.trace('b')];
-    assert.ok(ta.length >= 2, `a applied ${ta.length} steps`);
-    assert.equal(ta.length, tb.length);
-    // Samples each step applied, summed over steps = the epoch, counted once.
-    assert.equal(ta.reduce((n, r) => n + r.samples, 0), 32);
-    assert.equal(ta.reduce((n, r) => n + r.own, 0) + tb.reduce((n, r) => n + r.own, 0), 32);
-    for (let i = 0; i < ta.length; i++) {
-      assert.equal(ta[i].globalStep, tb[i].globalStep);
-      assert.equal(ta[i].weights, tb[i].weights, `weights differ after step ${ta[i].globalStep}`);
-    }
-    assert.equal(new Set(ta.map((r) => r.world)).size, 1);
-    assert.equal(ta[0].world, 2);
+    // Every shard done, samples_seen = expected, every trainer applied the same steps (whose samples add up to the
+    // epoch, counted once) with the same weights after each.
+    const { status: s, traces } = await assertEpochExactlyOnce(h, ids, { shards, samples }, logs);
+    assert.ok(traces[0].length >= 2, `a applied ${traces[0].length} steps`);
+    // Each sample was read by one rank only.
+    assert.equal(traces.flat().reduce((n, r) => n + r.own, 0), samples);
+    assert.deepEqual(new Set(traces.flat().map((r) => r.world)), new Set([trainers]));
     // The bytes the trainers reported are the chunks their rings sent for the applied steps (all-reduces and CLIP's
     // gathers; the last collective, at the final step's number, only found the data read and was not reported).
     const metrics = await h.coordinator.metrics.registry.metrics();
@@ -50,13 +45,16 @@ async function trainEpoch(dir: string, wire: 'f32' | 'bf16') {
   }
 }
 
-test('two trainers read every sample of the epoch exactly once and hold bit-identical weights after every step', { timeout: 120_000 }, async () => {
+// 11 s when the first generation forms cleanly; up to ~45 s seen on a loaded machine: with three ranks, rank 0's state
+// broadcast can go out before its successor (which learns its rank from a later heartbeat) has subscribed, and is
+// lost; the ranks abandon the step after the collective timeout and meet again in a new generation.
+test('three trainers read every sample of the epoch exactly once and hold bit-identical weights after every step', { timeout: 240_000 }, async () => {
   await withTempDir(async (dir) => {
-    const { traffic, metrics } = await trainEpoch(dir, 'f32');
+    const { traffic, metrics } = await trainEpoch(dir, 'f32', 3);
     assert.ok(traffic.allReduceChunks.length > 0 && traffic.allReduceChunks.every((c) => c.dtype === Dtype.F32 && c.bodyBytes === 4 * c.elements), 'the default wire is float32');
     // Every step metric has a plausible value after a real run (their exact plumbing: test/coordinator/service.test.ts).
     const value = (name: string) => metricValue(metrics, name);
-    assert.ok(value('easel_step_seconds_count') >= 4, 'each trainer reported both steps');
+    assert.ok(value('easel_step_seconds_count') >= 6, 'each trainer reported both steps');
     assert.ok(value('easel_checkpoint_seconds_count') >= 1, 'rank 0 reported its checkpoints');
     for (const name of ['easel_step_seconds_sum', 'easel_samples_per_second', 'easel_grad_norm', 'easel_allreduce_seconds_total', 'easel_data_wait_seconds_total', 'easel_checkpoint_seconds_sum']) {
       assert.ok(value(name) > 0, `${name} = ${value(name)}`);
@@ -66,7 +64,7 @@ test('two trainers read every sample of the epoch exactly once and hold bit-iden
 
 test('with coordinator.wire bf16 the gradient travels in 16 bits: half the bytes, the same exactly-once and identical ranks', { timeout: 120_000 }, async () => {
   await withTempDir(async (dir) => {
-    const { traffic } = await trainEpoch(dir, 'bf16');
+    const { traffic } = await trainEpoch(dir, 'bf16', 2);
     const chunks = traffic.allReduceChunks;
     assert.ok(chunks.length > 0 && chunks.every((c) => c.dtype === Dtype.BF16 && c.bodyBytes === 2 * c.elements), 'every all-reduce chunk is bf16');
     const sent = chunks.reduce((n, c) => n + HEADER_BYTES + c.bodyBytes, 0);
