@@ -16,7 +16,11 @@
 //   rounded to float32, then divided by W (rounded to float32): identical to a sequential float32 (tfjs) sum of
 //   the ranks' vectors in that order followed by a division by W.
 // - A NaN/±Inf in any input (or a sum that overflows) sets a flag that reaches every rank: all report nonFinite.
-import type { NatsConnection, Subscription } from 'nats';
+// - Nothing is sent to a successor that has not opened its end of this generation's ring: NATS core drops messages
+//   nobody is subscribed to, and the ranks of a new generation learn of it at different heartbeats. Each end
+//   answers requests on easel.<run>.g<generation>.ready.<rank>; a rank's first collective asks its successor there
+//   (retrying while NATS answers "no responders") before its first chunk.
+import { Empty, ErrorCode, type NatsConnection, type Subscription } from 'nats';
 import { z } from 'zod';
 import { validate } from '../cli/args.ts';
 import { logger } from '../util/log.ts';
@@ -201,6 +205,11 @@ export class Ring {
   private readonly pred: number;
   private readonly dataSub: Subscription;
   private readonly ackSub: Subscription;
+  private readonly readySub: Subscription;
+  /** The successor has answered on its ready subject (see the header); checked before this end's first send. */
+  private successorReady = false;
+  /** Rejects the wait for the successor in progress, if any (abort() before the first collective has started). */
+  private abortWait?: (err: Error) => void;
   private op?: Op;
   /** Last started (step, seq); chunks at or before it (other than the current op's) are stale. */
   private last = { step: -1, seq: -1 };
@@ -242,6 +251,7 @@ export class Ring {
     this.pred = (m.rank + m.world - 1) % m.world;
     this.dataSub = nc.subscribe(`easel.${m.run}.*.*.*.${m.rank}`, { callback: (err, msg) => !err && this.guard(() => this.onChunk(msg.data)) });
     this.ackSub = nc.subscribe(`easel.${m.run}.*.*.*.${m.rank}.ack`, { callback: (err, msg) => !err && this.guard(() => this.onAck(msg.data)) });
+    this.readySub = nc.subscribe(this.readySubject(m.rank), { callback: (err, msg) => !err && msg.respond(Empty) });
   }
 
   /**
@@ -255,6 +265,7 @@ export class Ring {
     const buf = inPlace ? values : new Float32Array(values);
     if (this.world === 1) return { values: buf, nonFinite: !allFinite(buf), seconds: (performance.now() - t0) / 1000 };
     const dtype = WIRE_DTYPE[this.options.wire];
+    await this.awaitSuccessor(step);
     const op = await this.run_(Kind.AllReduce, step, dtype, segmentSpans(buf.length, this.world), buf);
     return { values: buf, nonFinite: (op.flags & FLAG_NONFINITE) !== 0, seconds: (performance.now() - t0) / 1000 };
   }
@@ -263,7 +274,10 @@ export class Ring {
   async allGather(own: Float32Array, { step }: { step: number }): Promise<Float32Array> {
     const buf = new Float32Array(own.length * this.world);
     buf.set(own, own.length * this.rank);
-    if (this.world > 1) await this.run_(Kind.AllGather, step, Dtype.F32, blockSpans(own.length, this.world), buf);
+    if (this.world > 1) {
+      await this.awaitSuccessor(step);
+      await this.run_(Kind.AllGather, step, Dtype.F32, blockSpans(own.length, this.world), buf);
+    }
     return buf;
   }
 
@@ -271,6 +285,7 @@ export class Ring {
   async broadcast(values: Float32Array, { step }: { step: number }): Promise<Float32Array> {
     if (this.world > 1) {
       const spans = [{ offset: 0, length: values.length }, ...Array.from({ length: this.world - 1 }, () => ({ offset: values.length, length: 0 }))];
+      await this.awaitSuccessor(step);
       await this.run_(Kind.Broadcast, step, Dtype.F32, spans, values);
     }
     return values;
@@ -284,6 +299,7 @@ export class Ring {
   /** Abandons the collective in flight (it rejects with CollectiveAbortedError). */
   abort(reason = 'aborted'): void {
     if (this.op) this.finish(this.op, new CollectiveAbortedError(`${this.describe(this.op)} ${reason}`));
+    else this.abortWait?.(new CollectiveAbortedError(`rank ${this.rank}/${this.world} generation ${this.generation}, waiting for rank ${this.succ}: ${reason}`));
   }
 
   /** Aborts what is in flight and unsubscribes. The connection stays open (it is the caller's). */
@@ -293,9 +309,60 @@ export class Ring {
     this.closed = true;
     this.dataSub.unsubscribe();
     this.ackSub.unsubscribe();
+    this.readySub.unsubscribe();
   }
 
   // -------------------------------------------------------------------------------------------------------------
+
+  private readySubject(rank: number): string {
+    return `easel.${this.run}.g${this.generation}.ready.${rank}`;
+  }
+
+  /**
+   * Resolves once the successor's end of this generation's ring is open (once per ring; see the header). Chunks
+   * the predecessor sends meanwhile wait in `early`. Fails like a collective that made no progress: after timeoutMs.
+   */
+  private async awaitSuccessor(step: number): Promise<void> {
+    if (this.successorReady) return;
+    const wait = { aborted: false };
+    const aborted = new Promise<never>((_, reject) => {
+      this.abortWait = (err) => {
+        wait.aborted = true;
+        reject(err);
+      };
+    });
+    try {
+      await Promise.race([this.askSuccessor(step, wait), aborted]);
+    } finally {
+      this.abortWait = undefined;
+    }
+  }
+
+  private async askSuccessor(step: number, wait: { aborted: boolean }): Promise<void> {
+    const deadline = performance.now() + this.options.timeoutMs;
+    for (let pause = 5; !this.successorReady && !wait.aborted; pause = Math.min(2 * pause, 100)) {
+      if (this.closed) throw new CollectiveAbortedError('ring is closed');
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw new CollectiveTimeoutError(`rank ${this.succ} did not open generation ${this.generation}'s ring within ${this.options.timeoutMs} ms (rank ${this.rank}/${this.world})`, {
+          kind: 'ready',
+          step,
+          seq: 0,
+          received: 0,
+          expected: 1,
+          waitingFor: this.succ,
+        });
+      }
+      try {
+        await this.nc.request(this.readySubject(this.succ), Empty, { timeout: Math.max(1, Math.min(250, left)) });
+        this.successorReady = true;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== ErrorCode.NoResponders && code !== ErrorCode.Timeout) throw err;
+        await new Promise((r) => setTimeout(r, Math.min(pause, Math.max(0, deadline - performance.now()))));
+      }
+    }
+  }
 
   private run_(kind: Kind, step: number, dtype: Dtype, spans: Span[], buf: Float32Array): Promise<Op> {
     if (this.closed) return Promise.reject(new CollectiveAbortedError('ring is closed'));

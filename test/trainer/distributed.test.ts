@@ -45,15 +45,16 @@ async function trainEpoch(dir: string, wire: 'f32' | 'bf16', trainers: number) {
   }
 }
 
-// 11 s when the first generation forms cleanly; up to ~45 s seen on a loaded machine: with three ranks, rank 0's state
-// broadcast can go out before its successor (which learns its rank from a later heartbeat) has subscribed, and is
-// lost; the ranks abandon the step after the collective timeout and meet again in a new generation.
+// With three ranks, rank 0's state broadcast can go out before its successor (which learns its rank from a later
+// heartbeat) has opened the generation's ring; the ring's readiness handshake (docs/transport.md, Subjects) makes it
+// wait instead of losing the broadcast, timing out and forming another generation.
 test('three trainers read every sample of the epoch exactly once and hold bit-identical weights after every step', { timeout: 240_000 }, async () => {
   await withTempDir(async (dir) => {
     const { traffic, metrics } = await trainEpoch(dir, 'f32', 3);
     assert.ok(traffic.allReduceChunks.length > 0 && traffic.allReduceChunks.every((c) => c.dtype === Dtype.F32 && c.bodyBytes === 4 * c.elements), 'the default wire is float32');
     // Every step metric has a plausible value after a real run (their exact plumbing: test/coordinator/service.test.ts).
     const value = (name: string) => metricValue(metrics, name);
+    assert.equal(value('easel_generation_changes_total'), 0, 'the first generation formed once: no collective was lost to a rank that had not opened its ring');
     assert.ok(value('easel_step_seconds_count') >= 6, 'each trainer reported both steps');
     assert.ok(value('easel_checkpoint_seconds_count') >= 1, 'rank 0 reported its checkpoints');
     for (const name of ['easel_step_seconds_sum', 'easel_samples_per_second', 'easel_grad_norm', 'easel_allreduce_seconds_total', 'easel_data_wait_seconds_total', 'easel_checkpoint_seconds_sum']) {

@@ -2,7 +2,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
-import { CollectiveAbortedError, CollectiveTimeoutError, Ring } from '../../src/transport/allreduce.ts';
+import { CollectiveAbortedError, CollectiveTimeoutError, openRing, Ring } from '../../src/transport/allreduce.ts';
+import { closeNats, openNats } from '../../src/transport/connection.ts';
 import { openRings, ringOrderMean, sameBytes, seededVector, worstErrorVsFloat64Mean } from './ring-fixtures.ts';
 
 // A small max_payload, so a 50k-element vector really travels in many chunks per segment.
@@ -164,6 +165,41 @@ test('a peer that never sends fails the collective with a typed timeout naming i
     assert.equal((outcomes[0] as PromiseRejectedResult).reason.detail.waitingFor, 2);
   } finally {
     await close();
+  }
+});
+
+test('a rank whose successor opens its end of the ring late waits for it: no chunk is lost', async () => {
+  // As when a generation forms: rank 2 learns of it a heartbeat after ranks 0 and 1 have started its first broadcast.
+  const world = 3;
+  const conns = await Promise.all(Array.from({ length: world }, (_, r) => openNats({ servers: nats.url, name: `late-${r}` })));
+  const open = (rank: number) => openRing(conns[rank], { run: 'late-run', generation: 4, rank, world }, { timeoutMs: 5000 });
+  const rings = [open(0), open(1)];
+  try {
+    const state = seededVector(3000, 7);
+    const inputs = Array.from({ length: world }, (_, r) => seededVector(20_000, 70 + r));
+    const early = [rings[0].broadcast(state.slice(), { step: 0 }), rings[1].broadcast(new Float32Array(state.length), { step: 0 })];
+    await new Promise((r) => setTimeout(r, 400));
+    rings.push(open(2));
+    const late = rings[2].broadcast(new Float32Array(state.length), { step: 0 });
+    for (const got of await Promise.all([...early, late])) assert.ok(sameBytes(got, state), 'every rank holds rank 0\'s state');
+    const results = await Promise.all(rings.map((ring, r) => ring.allReduce(inputs[r], { step: 1 })));
+    for (const res of results) assert.ok(sameBytes(res.values, ringOrderMean(inputs)));
+    for (const ring of rings) assert.deepEqual(ring.stats().rejected, {});
+  } finally {
+    for (const r of rings) r.close();
+    await Promise.all(conns.map(closeNats));
+  }
+});
+
+test('a successor that never opens its end fails the first collective with a typed timeout naming it', async () => {
+  const conns = await Promise.all([0, 1].map((r) => openNats({ servers: nats.url, name: `absent-${r}` })));
+  const ring = openRing(conns[0], { run: 'absent-run', generation: 1, rank: 0, world: 2 }, { timeoutMs: 300 });
+  try {
+    await assert.rejects(ring.allReduce(seededVector(10, 1), { step: 0 }), (e) => e instanceof CollectiveTimeoutError && /rank 1 did not open generation 1's ring within 300 ms/.test(e.message) && e.detail.waitingFor === 1);
+    assert.equal(ring.stats().bytesSent, 0, 'nothing was sent into the void');
+  } finally {
+    ring.close();
+    await Promise.all(conns.map(closeNats));
   }
 });
 
