@@ -18,6 +18,7 @@ export function createMetrics(run: string, checkpointAgeSeconds: () => number | 
     gradNorm: new Gauge({ name: 'easel_grad_norm', help: 'global gradient norm of the last completed step (rank 0)', labelNames: ['stage'], registers: r }),
     step: new Gauge({ name: 'easel_step', help: 'optimiser steps completed over the whole run', registers: r }),
     stepsTotal: new Counter({ name: 'easel_steps_total', help: 'steps completed, by stage', labelNames: ['stage'], registers: r }),
+    stepsSkipped: new Counter({ name: 'easel_steps_skipped_total', help: 'steps every rank skipped together because the all-reduced gradient was not finite (NaN/Inf), by stage', labelNames: ['stage'], registers: r }),
     allreduceBytes: new Counter({ name: 'easel_allreduce_bytes_total', help: 'bytes the trainers\' rings sent for gradient all-reduces and CLIP embedding all-gathers (chunk headers included), summed over trainers', registers: r }),
     allreduceSeconds: new Counter({ name: 'easel_allreduce_seconds_total', help: 'time trainers spent in all-reduces, summed over trainers', registers: r }),
     dataWaitSeconds: new Counter({ name: 'easel_data_wait_seconds_total', help: 'time trainers waited for batches, summed over trainers', registers: r }),

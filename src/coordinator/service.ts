@@ -95,6 +95,7 @@ const REQUESTS = {
     step: z.number().int().positive().describe('the run step this report completes (1 = the first)'),
     loss: z.number().optional(),
     gradNorm: z.number().optional(),
+    skipped: z.boolean().default(false).describe('every rank skipped the step: its all-reduced gradient was not finite (the loss is then absent)'),
     samples: count.default(0).describe('samples this trainer consumed in the step'),
     globalSamples: count.optional().describe('samples every rank together consumed in the step (absent: samples × world size)'),
     seconds: z.number().min(0).optional(),
@@ -527,6 +528,7 @@ export class Coordinator {
         m.loss.set({ stage }, req.loss);
       }
       if (req.gradNorm !== undefined) m.gradNorm.set({ stage }, req.gradNorm);
+      if (req.skipped) m.stepsSkipped.inc({ stage });
       // The step's samples over the whole fleet (the ranks' batches may differ: a rank out of shards has none) per
       // second of the reporter's step; every rank's step ends with the same all-reduce, so any reporter's time will do.
       if (req.seconds) m.samplesPerSecond.set({ stage }, (req.globalSamples ?? req.samples * gen.ring.length) / req.seconds);

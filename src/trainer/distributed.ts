@@ -702,7 +702,7 @@ class DistributedTrainer {
     this.bytesUnreported = 0;
     // Not awaited: the report only feeds the coordinator's stage machine and metrics; the trainers keep their own.
     void this.coord
-      .call('step', { generation: ring.generation, step: p.globalStep, loss: Number.isFinite(globalLoss) ? globalLoss : undefined, gradNorm: Number.isFinite(r.gradNorm) ? r.gradNorm : undefined, samples: n, globalSamples, seconds, allreduceSeconds: arSeconds, allreduceBytes: bytes, dataWaitSeconds: dataWait })
+      .call('step', { generation: ring.generation, step: p.globalStep, loss: Number.isFinite(globalLoss) ? globalLoss : undefined, gradNorm: Number.isFinite(r.gradNorm) ? r.gradNorm : undefined, skipped: r.skipped, samples: n, globalSamples, seconds, allreduceSeconds: arSeconds, allreduceBytes: bytes, dataWaitSeconds: dataWait })
       .catch((err) => log.warn('step report refused', { error: String(err) }));
     const stageDone = p.stageStep === sc.steps;
     const ck = config.checkpoint;

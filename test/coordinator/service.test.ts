@@ -175,7 +175,7 @@ test('/status, /metrics, /healthz and /readyz answer over HTTP', async () => {
     await a.request('register');
     const l = (await a.request<{ lease: Lease }>('lease')).lease;
     // The fleet consumed 12 samples in the step (this rank 4): 6 samples/s over the step's 2 s.
-    await a.request('step', { generation: 1, step: 1, loss: 3.5, gradNorm: 0.75, samples: 4, globalSamples: 12, seconds: 2, allreduceBytes: 1024, allreduceSeconds: 0.25, dataWaitSeconds: 0.125 });
+    await a.request('step', { generation: 1, step: 1, loss: 3.5, gradNorm: 0.75, samples: 4, globalSamples: 12, seconds: 2, allreduceBytes: 1024, allreduceSeconds: 0.25, dataWaitSeconds: 0.125, skipped: true });
     await a.request('progress', { shard: l.shard, offset: 4 });
     await a.request('checkpoint', { step: 1, key: 'ckpt/1', seconds: 0.5 });
     const status = (await (await fetch(`${http.url}/status`)).json()) as Record<string, unknown>;
@@ -207,6 +207,7 @@ test('/status, /metrics, /healthz and /readyz answer over HTTP', async () => {
       'easel_checkpoint_seconds_sum{run="http"} 0.5',
       'easel_checkpoint_seconds_count{run="http"} 1',
       'easel_generation_changes_total{run="http"} 0',
+      'easel_steps_skipped_total{stage="clip",run="http"} 1',
     ]) {
       assert.ok(text.includes(line), `metrics include ${line}`);
     }

@@ -66,7 +66,10 @@ describe('a run in which rank 1 computes an infinite gradient in steps 1–2 of 
     await assertEpochExactlyOnce(h, ['a', 'b'], { shards: 3, samples: 24 }, logs);
     assert.equal((logs().match(/non-finite gradient on some rank: step skipped by all/g) ?? []).length, 4, 'each rank logged both skips');
     // The coordinator heard every step of both ranks, the skipped ones too.
-    assert.equal(metricValue(await h.coordinator.metrics.registry.metrics(), 'easel_step_seconds_count'), 8, logs());
+    const metrics = await h.coordinator.metrics.registry.metrics();
+    assert.equal(metricValue(metrics, 'easel_step_seconds_count'), 8, logs());
+    // …and counted each skipped step once, under its stage (what the EaselStepsSkipped alert watches).
+    assert.match(metrics, /^easel_steps_skipped_total\{stage="decoder",run="[^"]+"\} 2$/m);
     // Rank 0's checkpoints carry the count of skipped steps (a resumed run goes on counting from it).
     assert.deepEqual((await manifest(4)).skipped_steps, { decoder: 2 });
   });
