@@ -121,5 +121,8 @@ export const dashboard: Dashboard = {
       { expr: `easel_checkpoint_age_seconds{${run}}`, legend: '{{run}} age' },
       { expr: `rate(easel_checkpoint_seconds_sum{${run}}[30m]) / rate(easel_checkpoint_seconds_count{${run}}[30m])`, legend: '{{run}} write time' },
     ], { x: 12, y: 28 }),
+    timeseries('Skipped steps', 'steps every rank skipped because the all-reduced gradient was NaN/Inf, by stage (alert EaselStepsSkipped above 3 in 10 m)', 'none', [
+      { expr: `increase(easel_steps_skipped_total{${run}}[15m])`, legend: '{{run}} {{stage}} / 15m' },
+    ], { x: 0, y: 36 }),
   ],
 };

@@ -38,7 +38,7 @@ test('the dashboard JSON has the panels the operations guide promises, each with
   const parsed = JSON.parse(files.get('infra/grafana/easel.json')!);
   assert.deepEqual(parsed, JSON.parse(JSON.stringify(dashboard)));
   const titles = parsed.panels.map((p: any) => p.title);
-  for (const t of ['Throughput', 'Loss per stage', 'All-reduce bandwidth', 'Data wait', 'Members', 'Checkpoint age']) assert.ok(titles.includes(t), t);
+  for (const t of ['Throughput', 'Loss per stage', 'All-reduce bandwidth', 'Data wait', 'Members', 'Checkpoint age', 'Skipped steps']) assert.ok(titles.includes(t), t);
   for (const p of parsed.panels) {
     assert.ok(p.targets.length > 0 && p.targets.every((t: any) => /easel_/.test(t.expr)), p.title);
   }
