@@ -26,14 +26,27 @@ function easelRun(args: string[], onLine?: (line: string, kill: () => void) => v
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, log })));
 }
 
+type TinyRun = ReturnType<typeof tinyRun>;
+
+/**
+ * A run file for `easel run` over `shards` tiny shards under `dir` (cpu backend): the tiny run with `steps`, named
+ * `name`, plus the keys `extra` returns for it. Returns the file and the --out folder.
+ */
+async function prepareRun(dir: string, shards: number, name: string, steps: Parameters<typeof tinyRun>[2], extra: (run: TinyRun) => object): Promise<{ configPath: string; out: string }> {
+  const data = join(dir, 'data');
+  await writeDataset(data, shards);
+  const configPath = join(dir, 'run.yaml');
+  const run = { ...tinyRun(data, join(dir, 'ckpt'), steps), name, backend: 'cpu' };
+  await writeFile(configPath, stringify({ ...run, ...extra(run) }));
+  return { configPath, out: join(dir, 'out') };
+}
+
 test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes the run and writes status.json', { timeout: 240_000 }, async () => {
   await withTempDir(async (dir) => {
-    const data = join(dir, 'data');
-    await writeDataset(data, 2);
-    const configPath = join(dir, 'run.yaml');
-    const run = { ...tinyRun(data, join(dir, 'ckpt'), { clip: 3, prior: 1, decoder: 1 }), name: 'runtest', backend: 'cpu' };
-    await writeFile(configPath, stringify({ ...run, checkpoint: { ...run.checkpoint, everySteps: 0 }, coordinator: { minTrainers: 2, epochs: 4, tickMs: 200 } }));
-    const out = join(dir, 'out');
+    const { configPath, out } = await prepareRun(dir, 2, 'runtest', { clip: 3, prior: 1, decoder: 1 }, (run) => ({
+      checkpoint: { ...run.checkpoint, everySteps: 0 },
+      coordinator: { minTrainers: 2, epochs: 4, tickMs: 200 },
+    }));
 
     let interrupted = false;
     const args = ['--config', configPath, '--workers', '2', '--out', out];
@@ -68,13 +81,8 @@ test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes
 
 test('easel run --nats <url> runs on that server and starts no nats-server of its own', { timeout: 120_000 }, async () => {
   await withTempDir(async (dir) => {
-    const data = join(dir, 'data');
-    await writeDataset(data, 1);
-    const configPath = join(dir, 'run.yaml');
     // One trainer, one CLIP step of 8 samples.
-    const run = { ...tinyRun(data, join(dir, 'ckpt'), { clip: 1, prior: 0, decoder: 0 }), name: 'natstest', backend: 'cpu' };
-    await writeFile(configPath, stringify({ ...run, coordinator: { minTrainers: 1, tickMs: 200 } }));
-    const out = join(dir, 'out');
+    const { configPath, out } = await prepareRun(dir, 1, 'natstest', { clip: 1, prior: 0, decoder: 0 }, () => ({ coordinator: { minTrainers: 1, tickMs: 200 } }));
     const nats = await startNats();
     try {
       const r = await easelRun(['--config', configPath, '--workers', '1', '--nats', nats.url, '--out', out]);
