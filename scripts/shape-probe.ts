@@ -1,4 +1,4 @@
-// `npx tsx scripts/shape-probe.ts <train shards> <eval shards> [--steps 600] [--clip '<json>'] [--seed 1]`:
+// `npx tsx scripts/shape-probe.ts <train shards> <eval shards> [--steps 600] [--clip '<json>'] [--seed 1] [--grey 0]`:
 // can CLIP's image tower learn shape in a way that carries over to colour–shape pairs it never saw, when it is
 // told the shape directly? Trains a fresh image tower (the demo's CLIP config, or --clip overrides) with a linear
 // shape classifier on its embedding — supervised cross-entropy on the synthetic ground truth, no captions — and
@@ -6,7 +6,9 @@
 //
 // If seen accuracy climbs and held-out accuracy stays near zero, the failure of the held-out pairs is the image
 // tower's (its features bind shape to colour), and no change to the contrastive objective can fix it
-// (docs/models.md, "Why held-out shapes fail"). Deterministic for a seed. Last line: one JSON report.
+// (docs/models.md, "Why held-out shapes fail"). `--grey p` turns each training image grey (ITU-R 601 luma in all
+// three channels) with probability p — colour jitter's greyscale step (open_clip, SimCLR) — so the tower cannot
+// lean on colour to tell shapes apart. Deterministic for a seed. Last line: one JSON report.
 import * as tf from '@tensorflow/tfjs-core';
 import { parseArgs } from 'node:util';
 import { initBackend } from '../src/model/backend.ts';
@@ -17,16 +19,17 @@ import { Rng } from '../src/util/rng.ts';
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
-  options: { steps: { type: 'string', default: '600' }, clip: { type: 'string', default: '{}' }, seed: { type: 'string', default: '1' } },
+  options: { steps: { type: 'string', default: '600' }, clip: { type: 'string', default: '{}' }, seed: { type: 'string', default: '1' }, grey: { type: 'string', default: '0' } },
 });
 const [trainUrl, evalUrl] = positionals;
 if (!evalUrl) {
-  console.error(`usage: npx tsx scripts/shape-probe.ts <train shards> <eval shards> [--steps 600] [--clip '{"convStem":true}'] [--seed 1]`);
+  console.error(`usage: npx tsx scripts/shape-probe.ts <train shards> <eval shards> [--steps 600] [--clip '{"convStem":true}'] [--seed 1] [--grey 0.5]`);
   process.exit(2);
 }
 const steps = Number(values.steps);
 const seed = Number(values.seed);
 const BATCH = 32;
+const GREY = Number(values.grey);
 /** Cosine similarities are at most 1: scaled before the softmax, as CLIP's logit scale does. */
 const LOGIT_SCALE = 10;
 
@@ -40,9 +43,18 @@ const head = tf.variable(tf.randomNormal([config.embedDim, SHAPES.length], 0, 0.
 const optimizer = tf.train.adam(1e-3);
 const rng = new Rng(seed);
 
-function pixels(samples: EvalSample[]): tf.Tensor4D {
+/** The samples' images as a batch; each one, with probability `grey`, in grey. */
+function pixels(samples: EvalSample[], grey = 0): tf.Tensor4D {
   const px = new Float32Array(samples.length * size * size * 3);
-  samples.forEach((s, i) => px.set(s.image, i * size * size * 3));
+  samples.forEach((s, i) => {
+    px.set(s.image, i * size * size * 3);
+    if (grey > 0 && rng.float() < grey) {
+      for (let j = i * size * size * 3; j < (i + 1) * size * size * 3; j += 3) {
+        const l = 0.299 * px[j] + 0.587 * px[j + 1] + 0.114 * px[j + 2];
+        px[j] = px[j + 1] = px[j + 2] = l;
+      }
+    }
+  });
   return tf.tensor4d(px, [samples.length, size, size, 3]);
 }
 
@@ -68,7 +80,7 @@ for (let step = 1; step <= steps; step++) {
   const batch = Array.from({ length: BATCH }, () => train[rng.int(train.length)]);
   const loss = tf.tidy(() => {
     const labels = tf.oneHot(tf.tensor1d(batch.map((s) => SHAPES.indexOf(s.truth.shape)), 'int32'), SHAPES.length);
-    return optimizer.minimize(() => tf.losses.softmaxCrossEntropy(labels, logits(pixels(batch))) as tf.Scalar, true)!;
+    return optimizer.minimize(() => tf.losses.softmaxCrossEntropy(labels, logits(pixels(batch, GREY))) as tf.Scalar, true)!;
   });
   const value = (await loss.data())[0];
   loss.dispose();
@@ -79,4 +91,4 @@ for (let step = 1; step <= steps; step++) {
   }
 }
 const pairs = [...new Set(held.map((s) => `${s.truth.color} ${s.truth.shape}`))];
-console.log(JSON.stringify({ train: train.length, held_out: held.length, held_out_pairs: pairs, clip: config, curve }));
+console.log(JSON.stringify({ train: train.length, held_out: held.length, held_out_pairs: pairs, grey: GREY, clip: config, curve }));
