@@ -21,6 +21,7 @@ export const OptimizerConfig = z.strictObject({
   beta2: z.number().min(0).lt(1).default(0.999).describe('Adam β2 (second-moment decay)'),
   epsilon: z.number().positive().default(1e-8).describe('Adam ε added to the denominator'),
   weightDecay: z.number().min(0).default(0).describe('decoupled (AdamW) weight decay per unit learning rate, on matrices and kernels only'),
+  clipGradNorm: z.number().min(0).default(0).describe('clip the global L2 norm of the (all-reduced) gradient to this before the update; 0 = no clipping'),
 });
 export type OptimizerConfig = z.infer<typeof OptimizerConfig>;
 

@@ -654,7 +654,7 @@ class DistributedTrainer {
         : // No batch on this rank: a zero loss that still touches the params, so the gradient is all zeros.
           () => tf.mul(tf.sum(params.values().next().value!), 0) as tf.Scalar;
       const schedule = { lr: sc.optimizer.lr, warmupSteps: sc.schedule.warmupSteps, totalSteps: sc.steps, minRatio: sc.schedule.minLrRatio };
-      r = await trainStep({ params, loss, optimizer, reduce, learningRate: learningRateAt(schedule, p.stageStep), weightDecay: sc.optimizer.weightDecay });
+      r = await trainStep({ params, loss, optimizer, reduce, learningRate: learningRateAt(schedule, p.stageStep), weightDecay: sc.optimizer.weightDecay, clipGradNorm: sc.optimizer.clipGradNorm });
     } catch (err) {
       if (!(err instanceof EmptyStep)) throw err;
       if (err.allDone) {

@@ -1,8 +1,10 @@
 // One optimisation step, shared by the single-process loop and the distributed trainer:
 //   gradients of the loss w.r.t. the params (in params() order) → one flat Float32Array → `reduce`
 //   (identity here, ring all-reduce over NATS in a distributed run, which also averages over ranks)
-//   → a NaN/Inf anywhere skips the step → rebuild per-param tensors → optimizer.applyGradients.
-// Skipping on the *reduced* vector means every rank of a distributed run sees the same NaN and skips together.
+//   → a NaN/Inf anywhere skips the step → clip to a maximum global norm → rebuild per-param tensors
+//   → optimizer.applyGradients.
+// Skipping and clipping act on the *reduced* vector, so every rank of a distributed run sees the same NaN, the
+// same norm and the same scale, and the ranks' weights stay identical.
 import * as tf from '@tensorflow/tfjs-core';
 import type { NamedTensor } from '@tensorflow/tfjs-core/dist/tensor_types.js';
 
@@ -22,12 +24,14 @@ export interface StepInput {
   learningRate: number;
   /** Decoupled (AdamW-style) weight decay per unit learning rate, applied to matrices and kernels (rank ≥ 2). */
   weightDecay?: number;
+  /** Largest global L2 norm of the applied gradient; a larger one is scaled down to it (0 or absent: no clipping). */
+  clipGradNorm?: number;
 }
 
 export interface StepResult {
   /** This process's loss before the update. */
   loss: number;
-  /** L2 norm of the reduced gradient (NaN when skipped). */
+  /** L2 norm of the reduced gradient before clipping (NaN when skipped). */
   gradNorm: number;
   /** True when the reduced gradient held a NaN or Inf and nothing was updated. */
   skipped: boolean;
@@ -66,6 +70,14 @@ function finiteNormSquared(flat: Float32Array): number {
   return Number.isFinite(s) ? s : NaN;
 }
 
+/**
+ * The factor that brings a gradient of L2 norm `norm` down to at most `maxNorm` (global-norm clipping, as
+ * PyTorch's clip_grad_norm_): 1 when it is already within, or when `maxNorm` is 0 (off).
+ */
+export function clipScale(norm: number, maxNorm: number): number {
+  return maxNorm > 0 && norm > maxNorm ? maxNorm / norm : 1;
+}
+
 /** tfjs's Adam reads its learning rate at every applyGradients; the field is protected, not readonly. */
 export function setLearningRate(optimizer: tf.Optimizer, lr: number): void {
   (optimizer as unknown as { learningRate: number }).learningRate = lr;
@@ -94,14 +106,18 @@ export async function trainStep(input: StepInput): Promise<StepResult> {
   const flat = await input.reduce(local.flat);
   const normSq = finiteNormSquared(flat);
   if (Number.isNaN(normSq)) return { loss: local.loss, gradNorm: NaN, skipped: true };
+  const norm = Math.sqrt(normSq);
+  const scale = clipScale(norm, input.clipGradNorm ?? 0);
+  // A copy: `reduce` may hand back a buffer it still owns (the identity reduce returns the local gradient).
+  const applied = scale === 1 ? flat : flat.map((g) => g * scale);
 
   setLearningRate(optimizer, input.learningRate);
-  applyFlatGradients(params, flat, optimizer);
+  applyFlatGradients(params, applied, optimizer);
   const decay = (input.weightDecay ?? 0) * input.learningRate;
   if (decay > 0) {
     tf.tidy(() => {
       for (const v of params.values()) if (v.rank >= 2) v.assign(tf.mul(v, 1 - decay));
     });
   }
-  return { loss: local.loss, gradNorm: Math.sqrt(normSq), skipped: false };
+  return { loss: local.loss, gradNorm: norm, skipped: false };
 }

@@ -205,7 +205,7 @@ async function trainModels(config: RunConfig, opts: TrainOptions, models: Models
   async function runStage(stage: StageName): Promise<boolean> {
     const sc = config.stages[stage];
     const params = stageParams(models, stage);
-    const { lr, beta1, beta2, epsilon, weightDecay } = sc.optimizer;
+    const { lr, beta1, beta2, epsilon, weightDecay, clipGradNorm } = sc.optimizer;
     const optimizer = tf.train.adam(lr, beta1, beta2, epsilon);
     if (resumed?.optimizer && resumed.manifest.stage === stage && progress.stageStep === resumed.manifest.stage_step && progress.stageStep > 0) {
       await restoreOptimizer(optimizer, params, resumed.optimizer);
@@ -238,7 +238,7 @@ async function trainModels(config: RunConfig, opts: TrainOptions, models: Models
         const device = toStageBatch(models, stage, batch, config.data.imageSize);
         let r;
         try {
-          r = await trainStep({ params, loss: () => stageLoss(models, stage, device, seed), optimizer, reduce, learningRate: lrNow, weightDecay });
+          r = await trainStep({ params, loss: () => stageLoss(models, stage, device, seed), optimizer, reduce, learningRate: lrNow, weightDecay, clipGradNorm });
         } finally {
           disposeStageBatch(device);
         }

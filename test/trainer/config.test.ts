@@ -48,6 +48,7 @@ test('a bad value is rejected naming its field path', () => {
   assert.match(errorOf({ stages: { prior: { optimizer: { beta2: 1 } } } }), /stages\.prior\.optimizer\.beta2: /);
   assert.match(errorOf({ stages: { clip: { model: { patchSize: 5 } } } }), /stages\.clip\.model\.patchSize: patchSize 5 must divide imageSize 32/);
   assert.match(errorOf({ name: 'Bad Name' }), /name: lowercase letters, digits and dashes/);
+  assert.match(errorOf({ stages: { decoder: { optimizer: { clipGradNorm: -1 } } } }), /stages\.decoder\.optimizer\.clipGradNorm: /);
 });
 
 test('a misspelt key is rejected, not ignored', () => {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/model/backend.ts';
-import { identityReduce, trainStep } from '../../src/trainer/step.ts';
+import { clipScale, identityReduce, trainStep, type Reduce } from '../../src/trainer/step.ts';
 import { learningRateAt } from '../../src/trainer/schedule.ts';
 import { Ema, emaDecayAt } from '../../src/trainer/ema.ts';
 import { regression } from './fixtures.ts';
@@ -76,6 +76,44 @@ test('decoupled weight decay shrinks matrices but not biases', async () => {
   assert.ok(Math.abs(m.params.get('l1.w')!.dataSync()[0] - w0 * 0.9) < 1e-6);
   assert.deepEqual([...m.params.get('l1.b')!.dataSync()], new Array(8).fill(1));
   m.dispose();
+});
+
+test('clipScale brings a norm down to the limit and leaves one within it (or a limit of 0) alone', () => {
+  assert.equal(clipScale(5, 1), 0.2);
+  assert.equal(clipScale(0.5, 1), 1);
+  assert.equal(clipScale(1, 1), 1);
+  assert.equal(clipScale(5, 0), 1);
+});
+
+test('clipGradNorm applies the reduced gradient scaled to the limit, reports the norm before clipping, and leaves a smaller one alone', async () => {
+  // Reference: the same step with the scaling done by hand in `reduce`, computed as trainStep computes it.
+  const scaledTo = (limit: number): Reduce => async (flat) => {
+    let s = 0;
+    for (const g of flat) s += g * g;
+    const scale = clipScale(Math.sqrt(s), limit);
+    return flat.map((g) => g * scale);
+  };
+  const steps = async (clipGradNorm: number | undefined, reduce: Reduce) => {
+    const m = regression(5);
+    const opt = tf.train.sgd(0.1);
+    const norms: number[] = [];
+    for (let i = 0; i < 3; i++) norms.push((await trainStep({ params: m.params, loss: m.loss, optimizer: opt, reduce, learningRate: 0.1, clipGradNorm })).gradNorm);
+    const w = snapshot(m.params);
+    opt.dispose();
+    m.dispose();
+    return { w, norms };
+  };
+  const free = await steps(undefined, identityReduce);
+  const limit = free.norms[0] / 4; // well below every step's norm: each one is clipped
+  assert.ok(free.norms.every((n) => n > limit));
+  const clipped = await steps(limit, identityReduce);
+  const byHand = await steps(undefined, scaledTo(limit));
+  assert.deepEqual(clipped.w, byHand.w);
+  assert.notDeepEqual(clipped.w, free.w);
+  assert.equal(clipped.norms[0], free.norms[0]); // the norm before clipping, for the metrics
+  // A limit above every norm, or 0, changes nothing.
+  assert.deepEqual((await steps(free.norms[0] * 100, identityReduce)).w, free.w);
+  assert.deepEqual((await steps(0, identityReduce)).w, free.w);
 });
 
 test('the learning rate warms up linearly, then follows a cosine down to its floor', () => {
