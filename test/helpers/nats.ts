@@ -14,7 +14,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, spawnWatched, type Watched } from './watchdog.ts';
+import { freePort, isAlive, spawnWatched, type Watched } from './watchdog.ts';
 
 export interface NatsServer {
   /** nats://127.0.0.1:<port> */
@@ -181,13 +181,4 @@ async function startOnce(opts: StartNatsOptions): Promise<NatsServer> {
       liveDirs.delete(dir);
     },
   };
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }

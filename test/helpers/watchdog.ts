@@ -22,6 +22,16 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** True while a process with this PID exists (signal 0 checks without sending anything). */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export interface Watched {
   /** The watchdog shell; it exits when the daemon does. */
   child: ChildProcess;

@@ -108,17 +108,17 @@ test('a coordinator holding no run config: a trainer with a file uses it, one wi
   }
 });
 
-test('easel trainer --nats --run, without --config, runs the coordinator’s run; a different --config exits 2 naming the field', { timeout: 60_000 }, async () => {
+test('easel trainer --nats --run, without --config, runs the coordinator’s run; a different --config exits 2 naming the field', { timeout: 60_000 }, async (t) => {
   // Every stage budget 0: the run is done at once, so the trainer fetches the config, builds the models, registers and ends.
   const config = parseRunConfig(runFile('cli', { clip: 0, prior: 0, decoder: 0 }));
   const c = await start('cli', config, { budgets: { clip: 0, prior: 0, decoder: 0 } });
   try {
-    const ok = await runEasel(['trainer', '--nats', nats.url, '--run', 'cli', '--id', 'w0'], { EASEL_BACKEND: 'cpu' });
+    const ok = await runEasel(t, ['trainer', '--nats', nats.url, '--run', 'cli', '--id', 'w0'], { EASEL_BACKEND: 'cpu' });
     assert.equal(ok.code, 0, ok.log);
     assert.match(ok.log, /trainer run-done at step 0/);
     const other = join(dir, 'other.yaml');
     await writeFile(other, stringify({ ...runFile('cli', { clip: 0, prior: 0, decoder: 0 }), seed: 99 }));
-    const bad = await runEasel(['trainer', '--nats', nats.url, '--run', 'cli', '--config', other, '--id', 'w1'], { EASEL_BACKEND: 'cpu' });
+    const bad = await runEasel(t, ['trainer', '--nats', nats.url, '--run', 'cli', '--config', other, '--id', 'w1'], { EASEL_BACKEND: 'cpu' });
     assert.equal(bad.code, 2, bad.log);
     assert.match(bad.log, /seed: --config .*other\.yaml has 99, the coordinator has 11/);
   } finally {

@@ -9,10 +9,11 @@ import { parse, stringify } from 'yaml';
 import { startHarness } from './distributed-harness.ts';
 import { withTempDir } from './fixtures.ts';
 
-test('ranks whose weights diverge are detected by the periodic checksum and re-synced from rank 0', { timeout: 180_000 }, async () => {
+test('ranks whose weights diverge are detected by the periodic checksum and re-synced from rank 0', { timeout: 180_000 }, async (t) => {
   await withTempDir(async (dir) => {
     // 4 shards × 16 samples, batch 8 per rank: 4 steps; checksums compared after steps 2 and 4.
     const h = await startHarness(dir, { steps: { clip: 4, prior: 0, decoder: 0 }, shards: 4, minTrainers: 2 });
+    t.after(() => h.stop());
     try {
       const run = parse(await readFile(h.configPath, 'utf8'));
       run.coordinator = { ...run.coordinator, checksumEvery: 2 };

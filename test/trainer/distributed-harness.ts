@@ -33,6 +33,11 @@ export interface Harness {
   /** `easel trainer --id <id>`; `resume` defaults to 'none' (a fresh run), `config` to the harness's run file. */
   spawnTrainer(id: string, opts?: { resume?: string; config?: string }): ChildProcess & { exited: Promise<number | null>; log: () => string };
   trace(id: string): Promise<Array<Record<string, any>>>;
+  /**
+   * Kills the trainers and stops the coordinator and NATS. Every call after the first returns the first one's
+   * promise, so a test registers it with `t.after` (which runs even when the test times out) and may still call
+   * it in its own `finally`; a trainer or coordinator started after it is refused.
+   */
   stop(): Promise<void>;
 }
 
@@ -48,11 +53,13 @@ export interface CoordinatorProcess {
   get(path: string): Promise<string>;
 }
 
-function spawnCoordinator(configPath: string, natsUrl: string): CoordinatorProcess {
+/** Once `stopped()` (the harness was stopped), start() is refused: nothing would kill that coordinator. */
+function spawnCoordinator(configPath: string, natsUrl: string, stopped: () => boolean): CoordinatorProcess {
   let log = '';
   let child: ChildProcess | undefined;
   let http = '';
   const start = async () => {
+    if (stopped()) throw new Error('the harness is stopped: no coordinator is started');
     const c = spawn(process.execPath, ['bin/easel.js', 'coordinator', '--config', configPath, '--nats', natsUrl, '--http-port', '0', '--http-host', '127.0.0.1'], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, EASEL_LOG: 'info' },
@@ -155,8 +162,9 @@ export async function startHarness(
   const nc = await openNats({ servers: nats.url, name: 'test' });
   let coordinator: Coordinator | undefined;
   let coordinatorProcess: CoordinatorProcess | undefined;
+  let stopping: Promise<void> | undefined;
   if (opts.coordinatorAsProcess) {
-    coordinatorProcess = spawnCoordinator(configPath, nats.url);
+    coordinatorProcess = spawnCoordinator(configPath, nats.url, () => stopping !== undefined);
     await coordinatorProcess.start();
   } else {
     const parsed = parseRunConfig(runFile);
@@ -179,6 +187,7 @@ export async function startHarness(
     dir,
     run,
     spawnTrainer(id, { resume = 'none', config = configPath } = {}) {
+      if (stopping) throw new Error(`the harness is stopped: trainer ${id} is not started`);
       let log = '';
       const args = ['bin/easel.js', 'trainer', '--nats', nats.url, '--run', run, '--config', config, '--id', id, '--resume', resume, '--heartbeat-ms', '300', '--collective-timeout-ms', '6000', '--trace', join(dir, `${id}.trace`)];
       const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info', EASEL_BACKEND: backend } });
@@ -192,12 +201,15 @@ export async function startHarness(
       const text = await readFile(join(dir, `${id}.trace`), 'utf8').catch(() => '');
       return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
     },
-    async stop() {
-      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-      await coordinator?.stop();
-      await coordinatorProcess?.kill();
-      await closeNats(nc);
-      await nats.stop();
+    stop() {
+      stopping ??= (async () => {
+        for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+        await coordinator?.stop();
+        await coordinatorProcess?.kill();
+        await closeNats(nc);
+        await nats.stop();
+      })();
+      return stopping;
     },
   };
 }

@@ -7,10 +7,11 @@ import { withTempDir } from './fixtures.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-test('a trainer killed with -9 mid-run loses and doubles no shard, and a trainer that joins later trains with the rest', { timeout: 180_000 }, async () => {
+test('a trainer killed with -9 mid-run loses and doubles no shard, and a trainer that joins later trains with the rest', { timeout: 180_000 }, async (t) => {
   await withTempDir(async (dir) => {
     // 4 shards × 16 samples, batch 8 per rank: the epoch is 8 rank-batches; the run ends when it is read.
     const h = await startHarness(dir, { steps: { clip: 100, prior: 0, decoder: 0 }, shards: 4, minTrainers: 2, heartbeatTimeoutMs: 3000 });
+    t.after(() => h.stop());
     try {
       const a = h.spawnTrainer('a');
       const b = h.spawnTrainer('b');

@@ -8,10 +8,11 @@ import { withTempDir } from './fixtures.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-test('a nats-server restarted mid-run: everyone reconnects, no trainer is declared dead, nothing lost or doubled', { timeout: 120_000 }, async () => {
+test('a nats-server restarted mid-run: everyone reconnects, no trainer is declared dead, nothing lost or doubled', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
     // 4 shards × 16 samples, batch 8 per rank, 2 ranks: the epoch is 4 steps of 16 samples.
     const h = await startHarness(dir, { steps: { clip: 100, prior: 0, decoder: 0 }, shards: 4, minTrainers: 2, heartbeatTimeoutMs: 3000 });
+    t.after(() => h.stop());
     const a = h.spawnTrainer('a');
     const b = h.spawnTrainer('b');
     const logs = () => `--- a ---\n${a.log()}\n--- b ---\n${b.log()}\n--- nats ---\n${h.nats.logTail()}`;

@@ -23,6 +23,8 @@ describe('a run in which rank 1 computes an infinite gradient in steps 1–2 of 
   let traces: Record<string, Array<Record<string, any>>>;
   let logs: () => string;
 
+  // The run takes its time here, hence the hook's own timeout: the suite's does not cover its before hook, and a
+  // hook that never ends would keep after() from stopping the trainers.
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'easel-nonfinite-'));
     h = await startHarness(dir, { steps: { clip: 0, prior: 0, decoder: 100 }, shards: 3, perShard: 8, minTrainers: 2 });
@@ -45,7 +47,7 @@ describe('a run in which rank 1 computes an infinite gradient in steps 1–2 of 
     logs = () => `--- a ---\n${a.log()}\n--- b ---\n${b.log()}`;
     assert.deepEqual(await Promise.all([a.exited, b.exited]), [0, 0], logs());
     traces = { a: await h.trace('a'), b: await h.trace('b') };
-  });
+  }, { timeout: 180_000 });
 
   after(async () => {
     await h?.stop();

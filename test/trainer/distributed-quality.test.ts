@@ -59,12 +59,13 @@ function heldOutBatchLoss(clip: Clip, b: Batch): number {
 
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-test('two trainers train CLIP to the same held-out loss as one process with the same global batch', { timeout: 180_000 }, async () => {
+test('two trainers train CLIP to the same held-out loss as one process with the same global batch', { timeout: 180_000 }, async (t) => {
   await initBackend('wasm');
   await withTempDir(async (dir) => {
     const held = await heldOut(join(dir, 'held-out'));
     // 8 shards × 64 samples: 3 epochs of 100 steps × 16. Batches of 8 fill a shard exactly.
     const h = await startHarness(dir, { steps: { clip: STEPS, prior: 0, decoder: 0 }, shards: 8, perShard: 64, epochs: 4, backend: 'wasm', batchSize: PER_RANK, minTrainers: 2 });
+    t.after(() => h.stop());
     try {
       const runFile = parse(await readFile(h.configPath, 'utf8'));
       runFile.logEvery = STEPS;

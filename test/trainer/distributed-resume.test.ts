@@ -34,11 +34,12 @@ async function weightsByStep(h: Harness, id: string): Promise<Map<number, string
   return new Map((await h.trace(id)).map((r) => [r.globalStep, r.weights]));
 }
 
-test('a distributed run stopped mid-run and resumed from its checkpoint reproduces the uninterrupted run bit for bit', { timeout: 420_000 }, async () => {
+test('a distributed run stopped mid-run and resumed from its checkpoint reproduces the uninterrupted run bit for bit', { timeout: 420_000 }, async (t) => {
   await withTempDir(async (dir) => {
     // Run A: uninterrupted.
     await mkdir(join(dir, 'a'));
     const a = await startHarness(join(dir, 'a'), RUN);
+    t.after(() => a.stop());
     let reference: Map<number, string>;
     try {
       const ts = [a.spawnTrainer('a0'), a.spawnTrainer('a1')];
@@ -58,6 +59,7 @@ test('a distributed run stopped mid-run and resumed from its checkpoint reproduc
     // Two new trainers resume from that checkpoint (the second starts first: ranks may change hands).
     await mkdir(join(dir, 'b'));
     const b = await startHarness(join(dir, 'b'), RUN);
+    t.after(() => b.stop());
     try {
       const first = [b.spawnTrainer('b0'), b.spawnTrainer('b1')];
       await until(async () => (await b.trace('b0')).length >= 2, first, 'run B');
@@ -90,6 +92,7 @@ test('a distributed run stopped mid-run and resumed from its checkpoint reproduc
     // recorded, rank 1 takes rank 0's state.
     await mkdir(join(dir, 'c'));
     const c = await startHarness(join(dir, 'c'), { ...RUN, heartbeatTimeoutMs: 2000 });
+    t.after(() => c.stop());
     try {
       const first = [c.spawnTrainer('c0'), c.spawnTrainer('c1')];
       // (Checkpoints are written in the background: wait until the coordinator has heard of step 2's.)

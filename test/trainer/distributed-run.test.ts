@@ -2,19 +2,25 @@
 // checkpoint; the same command again resumes it (coordinator state from JetStream, weights from the checkpoint)
 // and finishes CLIP → prior → decoder; status.json holds the coordinator's final /status. With --nats it uses that
 // server; without, and without nats-server on PATH, it says how to get one.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { stringify } from 'yaml';
 import { startNats } from '../helpers/nats.ts';
 import { writeDataset } from './distributed-harness.ts';
 import { tinyRun, withTempDir } from './fixtures.ts';
 
-/** `easel run <args>` as a child process; `onLine` sees every line of its output and can Ctrl-C it. */
-function easelRun(args: string[], onLine?: (line: string, kill: () => void) => void): Promise<{ code: number | null; log: string }> {
+/**
+ * `easel run <args>` as a child process; `onLine` sees every line of its output and can Ctrl-C it. If it still runs
+ * after `t` (the test timed out), it gets Ctrl-C; a second one, which kills its trainers, only if they have not
+ * stopped within 20 s (one that arrives while it stops its coordinator and nats-server kills it first); kill -9 last:
+ * its children run in process groups of their own, and only `easel run` stops them.
+ */
+function easelRun(t: TestContext, args: string[], onLine?: (line: string, kill: () => void) => void): Promise<{ code: number | null; log: string }> {
   const child = spawn(process.execPath, ['bin/easel.js', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info' } });
   let log = '';
   const onData = (d: Buffer) => {
@@ -23,7 +29,17 @@ function easelRun(args: string[], onLine?: (line: string, kill: () => void) => v
   };
   child.stdout!.on('data', onData);
   child.stderr!.on('data', onData);
-  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, log })));
+  const exited = new Promise<{ code: number | null; log: string }>((resolve) => child.once('exit', (code) => resolve({ code, log })));
+  const running = () => child.exitCode === null && child.signalCode === null;
+  t.after(async () => {
+    for (const waitMs of [20_000, 15_000]) {
+      if (!running()) return;
+      child.kill('SIGINT');
+      await Promise.race([exited, sleep(waitMs, undefined, { ref: false })]);
+    }
+    if (running()) child.kill('SIGKILL');
+  });
+  return exited;
 }
 
 type TinyRun = ReturnType<typeof tinyRun>;
@@ -41,7 +57,7 @@ async function prepareRun(dir: string, shards: number, name: string, steps: Para
   return { configPath, out: join(dir, 'out') };
 }
 
-test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes the run and writes status.json', { timeout: 240_000 }, async () => {
+test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes the run and writes status.json', { timeout: 240_000 }, async (t) => {
   await withTempDir(async (dir) => {
     const { configPath, out } = await prepareRun(dir, 2, 'runtest', { clip: 3, prior: 1, decoder: 1 }, (run) => ({
       checkpoint: { ...run.checkpoint, everySteps: 0 },
@@ -50,7 +66,7 @@ test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes
 
     let interrupted = false;
     const args = ['--config', configPath, '--workers', '2', '--out', out];
-    const first = await easelRun(args, (line, kill) => {
+    const first = await easelRun(t, args, (line, kill) => {
       if (!interrupted && /\[trainer\] clip rank=0 step=1\//.test(line)) {
         interrupted = true;
         kill();
@@ -62,7 +78,7 @@ test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes
     assert.ok(stopped.step >= 1 && stopped.step < 5, `stopped at step ${stopped.step}`);
     assert.equal(stopped.checkpoint?.step, stopped.step, 'rank 0 wrote a checkpoint of the last step');
 
-    const second = await easelRun(args);
+    const second = await easelRun(t, args);
     assert.equal(second.code, 0, second.log);
     const s = JSON.parse(await readFile(join(out, 'status.json'), 'utf8'));
     assert.equal(s.phase, 'done');
@@ -79,13 +95,13 @@ test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes
   });
 });
 
-test('easel run --nats <url> runs on that server and starts no nats-server of its own', { timeout: 120_000 }, async () => {
+test('easel run --nats <url> runs on that server and starts no nats-server of its own', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
     // One trainer, one CLIP step of 8 samples.
     const { configPath, out } = await prepareRun(dir, 1, 'natstest', { clip: 1, prior: 0, decoder: 0 }, () => ({ coordinator: { minTrainers: 1, tickMs: 200 } }));
     const nats = await startNats();
     try {
-      const r = await easelRun(['--config', configPath, '--workers', '1', '--nats', nats.url, '--out', out]);
+      const r = await easelRun(t, ['--config', configPath, '--workers', '1', '--nats', nats.url, '--out', out]);
       assert.equal(r.code, 0, r.log);
       const s = JSON.parse(await readFile(join(out, 'status.json'), 'utf8'));
       assert.equal(s.phase, 'done', r.log);

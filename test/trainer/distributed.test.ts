@@ -1,5 +1,5 @@
 // Trainers and the real coordinator over a real nats-server train the tiny synthetic set.
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Dtype, HEADER_BYTES } from '../../src/transport/chunks.ts';
 import { assertEpochExactlyOnce, metricValue, startHarness, watchRing } from './distributed-harness.ts';
@@ -9,13 +9,14 @@ import { withTempDir } from './fixtures.ts';
  * `trainers` trainers train the epoch (one shard of 16 samples per trainer, batch 8 per rank: 2 steps) with `wire`;
  * checks that they read every sample exactly once with bit-identical weights after every step, and that
  * easel_allreduce_bytes_total is what their rings put on the wire. Returns what the rings sent and the coordinator's
- * metrics.
+ * metrics. The harness is stopped after `t`, even if it times out.
  */
-async function trainEpoch(dir: string, wire: 'f32' | 'bf16', trainers: number) {
+async function trainEpoch(t: TestContext, dir: string, wire: 'f32' | 'bf16', trainers: number) {
   const shards = trainers;
   const samples = 16 * shards;
   // Budgets larger than one epoch: the run ends when the data is read.
   const h = await startHarness(dir, { steps: { clip: 100, prior: 0, decoder: 0 }, shards, minTrainers: trainers, wire });
+  t.after(() => h.stop());
   try {
     const traffic = watchRing(h);
     const ids = Array.from({ length: trainers }, (_, i) => String.fromCharCode(97 + i));
@@ -48,9 +49,9 @@ async function trainEpoch(dir: string, wire: 'f32' | 'bf16', trainers: number) {
 // With three ranks, rank 0's state broadcast can go out before its successor (which learns its rank from a later
 // heartbeat) has opened the generation's ring; the ring's readiness handshake (docs/transport.md, Subjects) makes it
 // wait instead of losing the broadcast, timing out and forming another generation.
-test('three trainers read every sample of the epoch exactly once and hold bit-identical weights after every step', { timeout: 240_000 }, async () => {
+test('three trainers read every sample of the epoch exactly once and hold bit-identical weights after every step', { timeout: 240_000 }, async (t) => {
   await withTempDir(async (dir) => {
-    const { traffic, metrics } = await trainEpoch(dir, 'f32', 3);
+    const { traffic, metrics } = await trainEpoch(t, dir, 'f32', 3);
     assert.ok(traffic.allReduceChunks.length > 0 && traffic.allReduceChunks.every((c) => c.dtype === Dtype.F32 && c.bodyBytes === 4 * c.elements), 'the default wire is float32');
     // Every step metric has a plausible value after a real run (their exact plumbing: test/coordinator/service.test.ts).
     const value = (name: string) => metricValue(metrics, name);
@@ -63,9 +64,9 @@ test('three trainers read every sample of the epoch exactly once and hold bit-id
   });
 });
 
-test('with coordinator.wire bf16 the gradient travels in 16 bits: half the bytes, the same exactly-once and identical ranks', { timeout: 120_000 }, async () => {
+test('with coordinator.wire bf16 the gradient travels in 16 bits: half the bytes, the same exactly-once and identical ranks', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
-    const { traffic } = await trainEpoch(dir, 'bf16', 2);
+    const { traffic } = await trainEpoch(t, dir, 'bf16', 2);
     const chunks = traffic.allReduceChunks;
     assert.ok(chunks.length > 0 && chunks.every((c) => c.dtype === Dtype.BF16 && c.bodyBytes === 2 * c.elements), 'every all-reduce chunk is bf16');
     const sent = chunks.reduce((n, c) => n + HEADER_BYTES + c.bodyBytes, 0);
@@ -74,9 +75,10 @@ test('with coordinator.wire bf16 the gradient travels in 16 bits: half the bytes
   });
 });
 
-test('a distributed trainer holds the same number of tensors after every step of a stage', { timeout: 120_000 }, async () => {
+test('a distributed trainer holds the same number of tensors after every step of a stage', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
     const h = await startHarness(dir, { steps: { clip: 4, prior: 3, decoder: 3 }, shards: 4, epochs: 2 });
+    t.after(() => h.stop());
     try {
       const tf = await import('@tensorflow/tfjs-core');
       const { loadRunConfig } = await import('../../src/trainer/config.ts');

@@ -79,7 +79,7 @@ test('easel train --resume refuses another architecture before training, and con
     r.dispose();
   }));
 
-test('easel trainer --resume refuses a checkpoint of another architecture (exit 2, field named)', { timeout: 60_000 }, () =>
+test('easel trainer --resume refuses a checkpoint of another architecture (exit 2, field named)', { timeout: 60_000 }, (t) =>
   withTempDir(async (dir) => {
     await initBackend();
     await writeTinyDataset(join(dir, 'data'));
@@ -101,7 +101,7 @@ test('easel trainer --resume refuses a checkpoint of another architecture (exit 
       ticking: false,
     });
     try {
-      const { code, log } = await runEasel(['trainer', '--nats', nats.url, '--run', 'compat', '--resume', ckpt], { EASEL_BACKEND: 'cpu' });
+      const { code, log } = await runEasel(t, ['trainer', '--nats', nats.url, '--run', 'compat', '--resume', ckpt], { EASEL_BACKEND: 'cpu' });
       assert.equal(code, 2, log);
       assert.match(log, /stages\.prior\.model\.width: checkpoint has 16, run file has 32/);
     } finally {

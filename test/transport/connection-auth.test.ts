@@ -132,7 +132,7 @@ test('credentials given two ways, half a user/password pair, or an unreadable or
   assert.equal(natsCredentials('nats://h:4222', {}).credentials, undefined);
 });
 
-test('a coordinator and an `easel trainer` process train over a NATS that wants a password (heartbeats included)', { timeout: 90_000 }, async () => {
+test('a coordinator and an `easel trainer` process train over a NATS that wants a password (heartbeats included)', { timeout: 90_000 }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'easel-auth-run-'));
   const env = { NATS_USER: 'alice', NATS_PASSWORD: PASSWORD };
   const nc = await openNats({ servers: userServer.url, name: 'auth-coordinator' }, env);
@@ -148,7 +148,7 @@ test('a coordinator and an `easel trainer` process train over a NATS that wants 
       shards: await shardInfos(join(dir, 'data')),
     });
     try {
-      const { code, log } = await runEasel(['trainer', '--nats', userServer.url, '--run', 'authrun', '--id', 'w0', '--resume', 'none', '--heartbeat-ms', '200'], {
+      const { code, log } = await runEasel(t, ['trainer', '--nats', userServer.url, '--run', 'authrun', '--id', 'w0', '--resume', 'none', '--heartbeat-ms', '200'], {
         ...env,
         EASEL_BACKEND: 'cpu',
         EASEL_LOG: 'debug',
