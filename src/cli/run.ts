@@ -20,7 +20,7 @@ const HELP = `usage: easel run --config <run.yaml> --workers <N> [--nats <url>] 
   --out       where status.json and the local nats-server's JetStream store go (default ./runs/<name>); logs go to stderr, each line prefixed with its process
 
 Ctrl-C stops every trainer after the same step and leaves a resumable checkpoint; run the same command again
-to continue.`;
+to continue. Before the trainers have started, it stops what was started and exits 130.`;
 
 const EASEL = fileURLToPath(new URL('../../bin/easel.js', import.meta.url));
 
@@ -72,7 +72,15 @@ async function startNatsServer(dir: string): Promise<{ url: string; proc: ChildP
     const check = () => (log.includes('Server is ready') ? ok() : proc.exitCode !== null ? fail(new Error(`nats-server exited:\n${log}`)) : setTimeout(check, 50));
     check();
   });
-  await Promise.race([ready, new Promise((_, fail) => setTimeout(() => fail(new Error(`nats-server did not start within 15 s:\n${log}`)), 15_000))]);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([ready, new Promise((_, fail) => (timer = setTimeout(() => fail(new Error(`nats-server did not start within 15 s:\n${log}`)), 15_000)))]);
+  } catch (err) {
+    proc.kill('SIGKILL'); // it runs in its own process group: nothing else would stop it
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
   return { url: `nats://127.0.0.1:${port}`, proc, exited };
 }
 
@@ -100,8 +108,9 @@ export async function run(argv: string[]): Promise<number> {
   const out = resolve(v.out ?? join('runs', config.name));
   await mkdir(out, { recursive: true });
 
-  const nats = v.nats ? undefined : await startNatsServer(join(out, 'nats'));
-  const natsUrl = v.nats ?? nats!.url;
+  // The handlers go up before anything is started and come down after everything has stopped: the children run in
+  // process groups of their own (so Ctrl-C reaches only us), and a signal that killed us in between would orphan them.
+  let nats: Awaited<ReturnType<typeof startNatsServer>> | undefined;
   let coordinator: Proc | undefined;
   const trainers: Proc[] = [];
   let interrupted = 0;
@@ -114,7 +123,14 @@ export async function run(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
+  const stoppedEarly = () => {
+    process.stderr.write('easel run: interrupted before the trainers started; nothing trained\n');
+    return 130;
+  };
   try {
+    if (!v.nats) nats = await startNatsServer(join(out, 'nats'));
+    const natsUrl = v.nats ?? nats!.url;
+    if (interrupted) return stoppedEarly();
     let http: string | undefined;
     const announced = new Promise<void>((ok) => {
       coordinator = startEasel('coordinator', ['coordinator', '--config', v.config!, '--nats', natsUrl, '--http-port', '0', '--http-host', '127.0.0.1'], (line) => {
@@ -132,6 +148,7 @@ export async function run(argv: string[]): Promise<number> {
       throw new Error(`the coordinator exited (code ${code}) before the run ended`);
     });
     await Promise.race([announced, coordFailed]);
+    if (interrupted) return stoppedEarly();
     process.stderr.write(`easel run: coordinator at ${http} (/status, /metrics); NATS ${natsUrl}; ${workers} trainer(s)\n`);
     for (let i = 0; i < workers; i++) {
       trainers.push(startEasel(`trainer-${i}`, ['trainer', '--nats', natsUrl, '--run', config.name, '--config', v.config!, '--id', `${config.name}-w${i}`]));
@@ -146,10 +163,10 @@ export async function run(argv: string[]): Promise<number> {
     );
     return failed ? 1 : 0;
   } finally {
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
     for (const t of trainers) await stop(t, 'SIGKILL');
     if (coordinator) await stop(coordinator);
     if (nats) await stop(nats);
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
   }
 }

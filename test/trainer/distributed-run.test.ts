@@ -5,7 +5,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -92,6 +92,45 @@ test('easel run: Ctrl-C leaves a resumable checkpoint, the same command finishes
     assert.ok(stopped.samples_seen < s.samples_seen, `samples_seen ${stopped.samples_seen} → ${s.samples_seen}`);
     assert.equal(s.samples_seen, s.expected_samples, 'the run that ended normally applied what its configuration calls for');
     assert.equal(s.shards.done + s.shards.leased + s.shards.pending, 2);
+  });
+});
+
+/** PIDs of the live processes whose command line mentions `text` (from /proc: Linux only, as the tests are). */
+function processesMentioning(text: string): number[] {
+  return readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d) && Number(d) !== process.pid)
+    .filter((d) => {
+      try {
+        return readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(text);
+      } catch {
+        return false; // gone meanwhile
+      }
+    })
+    .map(Number);
+}
+
+test('easel run: Ctrl-C while its nats-server starts stops everything it started (exit 130, no process left behind)', { timeout: 120_000 }, async (t) => {
+  await withTempDir(async (dir) => {
+    const { configPath, out } = await prepareRun(dir, 1, 'earlystop', { clip: 1, prior: 0, decoder: 0 }, () => ({ coordinator: { minTrainers: 1, tickMs: 200 } }));
+    const child = spawn(process.execPath, ['bin/easel.js', 'run', '--config', configPath, '--workers', '1', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+    t.after(() => {
+      child.kill('SIGKILL');
+      for (const pid of processesMentioning(dir)) process.kill(pid, 'SIGKILL');
+    });
+    let log = '';
+    child.stdout!.on('data', (d) => (log += d));
+    child.stderr!.on('data', (d) => (log += d));
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    // Its JetStream store is under --out: the nats-server is up (or starting) once a process names it.
+    while (processesMentioning(join(out, 'nats')).length === 0) {
+      assert.equal(child.exitCode, null, `easel run exited before starting nats-server:\n${log}`);
+      await sleep(20);
+    }
+    child.kill('SIGINT');
+    assert.equal(await exited, 130, log);
+    assert.match(log, /interrupted before the trainers started/);
+    assert.doesNotMatch(log, /\[trainer-0\]/, 'no trainer was started');
+    assert.deepEqual(processesMentioning(dir), [], 'easel run left a process behind (its nats-server, coordinator or a trainer)');
   });
 });
 
