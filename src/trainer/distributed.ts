@@ -148,8 +148,9 @@ class Coordinator {
     this.client = new CoordinatorClient(nc, run, trainer);
   }
 
-  async call<T = Reply>(verb: Verb, body: Record<string, unknown> = {}): Promise<T & Reply> {
-    const deadline = Date.now() + this.patienceMs;
+  /** `patienceMs` overrides the client's for this call (0: one attempt). */
+  async call<T = Reply>(verb: Verb, body: Record<string, unknown> = {}, patienceMs = this.patienceMs): Promise<T & Reply> {
+    const deadline = Date.now() + patienceMs;
     for (;;) {
       try {
         return await this.client.request<T & Reply>(verb, body);
@@ -483,7 +484,9 @@ class DistributedTrainer {
       this.ring?.close();
       await this.feed.close();
       this.optimizer?.opt.dispose();
-      if (registered) await this.coord.call('leave').catch((err) => log.warn('could not leave the run', { error: String(err) }));
+      // One attempt, not a minute of retries: a trainer asked to stop must not hang on a coordinator or NATS server
+      // that is gone, and one that cannot say goodbye is declared dead after the heartbeat timeout anyway.
+      if (registered) await this.coord.call('leave', {}, 0).catch((err) => log.warn('could not leave the run (the coordinator will declare this trainer dead)', { error: String(err) }));
     }
     log.info('trainer done', { ended, global_step: this.progress.globalStep, samples: this.feed.samples, resyncs: this.resyncs });
     return { globalStep: this.progress.globalStep, ended, samples: this.feed.samples, generations: this.generations, lastCheckpoint: this.lastCheckpoint };

@@ -167,8 +167,10 @@ export async function closeNats(nc: NatsConnection): Promise<void> {
     await nc.drain();
   } catch (err) {
     log.debug('drain failed, closing', { error: (err as Error).message });
-    await nc.close();
   }
+  // While the server is unreachable, nats.js's drain() resolves without closing: the connection would go on
+  // reconnecting forever and keep the process alive (a trainer stopped while NATS was down never exited).
+  if (!nc.isClosed()) await nc.close();
 }
 
 /** The largest message the connected server accepts, in bytes. */

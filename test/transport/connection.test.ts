@@ -87,6 +87,23 @@ test('closeNats drains: what was published before close is delivered', async () 
   }
 });
 
+test('closeNats while the server is down closes the connection instead of leaving it reconnecting forever', async () => {
+  const nats = await startNats({ jetstream: false });
+  let nc: NatsConnection | undefined;
+  try {
+    nc = await openNats({ servers: nats.url });
+    nc.subscribe('gone.test', { callback: () => {} });
+    await nats.stop();
+    await new Promise((r) => setTimeout(r, 300)); // the client notices and starts reconnecting
+    await closeNats(nc);
+    // A connection left reconnecting would keep its process alive for good (a stopped trainer never exited).
+    assert.ok(nc.isClosed());
+  } finally {
+    if (nc && !nc.isClosed()) await nc.close();
+    await nats.stop();
+  }
+});
+
 test('ranks in separate processes all-reduce to the same bytes', async () => {
   const nats = await startNats({ jetstream: false, maxPayload: 64 * 1024 });
   try {
