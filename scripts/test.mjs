@@ -17,6 +17,8 @@ if (files.length === 0) {
   console.error(`no test files match ${filters.join(' ')}`);
   process.exit(1);
 }
-const args = ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-reporter=spec', ...files];
+// A default timeout for tests that set none: a test that hangs fails (and its t.after hooks stop what it started)
+// instead of holding CI until its own limit. Tests that need longer say so.
+const args = ['--import', 'tsx', '--test', '--test-concurrency=2', '--test-timeout=300000', '--test-reporter=spec', ...files];
 const r = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, EASEL_LOG: process.env.EASEL_LOG ?? 'warn', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } });
 process.exit(r.status ?? 1);
