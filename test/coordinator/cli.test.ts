@@ -31,7 +31,15 @@ before(async () => {
     ['name: cli-run', `data: { train: ${JSON.stringify(data)} }`, 'stages: { clip: { steps: 2 }, prior: { steps: 1 }, decoder: { steps: 1 } }', 'coordinator: { heartbeatTimeoutMs: 60000, httpPort: 0, httpHost: 127.0.0.1 }', ''].join('\n'),
   );
 });
+/** Every coordinator process this file starts: stopped at the end even if a test timed out and skipped its own stop. */
+const started: Watched[] = [];
+async function watched(args: string[], log: string): Promise<Watched> {
+  const proc = await spawnWatched(process.execPath, ['bin/easel.js', ...args], log);
+  started.push(proc);
+  return proc;
+}
 after(async () => {
+  await Promise.all(started.map((p) => p.stop()));
   await nc.drain();
   await nats.stop();
   await rm(dir, { recursive: true, force: true });
@@ -39,7 +47,7 @@ after(async () => {
 
 /** Starts `easel coordinator` as a process; resolves with its HTTP URL (the one JSON line it prints). */
 async function startCoordinator(log: string, config = join(dir, 'run.yaml')): Promise<{ proc: Watched; url: string }> {
-  const proc = await spawnWatched(process.execPath, ['bin/easel.js', 'coordinator', '--config', config, '--nats', nats.url], log);
+  const proc = await watched(['coordinator', '--config', config, '--nats', nats.url], log);
   for (let i = 0; i < 600; i++) {
     const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
     const line = text.split('\n').reverse().find((l) => l.startsWith('{"run"'));
@@ -104,7 +112,7 @@ test('easel coordinator names a bad field of the run file and exits 2', async ()
   const bad = join(dir, 'bad.yaml');
   await writeFile(bad, 'name: bad\ncoordinator: { leaseMs: 0 }\n');
   const log = join(dir, 'bad.log');
-  const proc = await spawnWatched(process.execPath, ['bin/easel.js', 'coordinator', '--config', bad, '--nats', nats.url], log);
+  const proc = await watched(['coordinator', '--config', bad, '--nats', nats.url], log);
   const code = await new Promise<number | null>((r) => proc.child.once('exit', (c) => r(c)));
   assert.equal(code, 2);
   assert.match(readFileSync(log, 'utf8'), /coordinator\.leaseMs/);
@@ -119,7 +127,7 @@ test('easel coordinator restarted with another model architecture is refused nam
   await first.proc.stop();
 
   await writeFile(path, file('stages: { clip: { steps: 2 }, decoder: { model: { channels: 32 } } }'));
-  const refused = await spawnWatched(process.execPath, ['bin/easel.js', 'coordinator', '--config', path, '--nats', nats.url], join(dir, 'arch-refused.log'));
+  const refused = await watched(['coordinator', '--config', path, '--nats', nats.url], join(dir, 'arch-refused.log'));
   const code = await new Promise<number | null>((r) => refused.child.once('exit', (c) => r(c)));
   assert.equal(code, 2);
   assert.match(readFileSync(join(dir, 'arch-refused.log'), 'utf8'), /run cli-arch was started with another model architecture .*\nstages\.decoder\.model\.channels: the run has 16, .*arch\.yaml has 32/);
