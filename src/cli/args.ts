@@ -73,11 +73,31 @@ export function abortOnSignals(what: string): { signal: AbortSignal; release(): 
   const sigterm = () => onSignal('SIGTERM');
   process.on('SIGINT', sigint);
   process.on('SIGTERM', sigterm);
+  const unwatch = onSupervisorGone(() => onSignal('its supervisor (easel run) is gone'));
   return {
     signal: abort.signal,
     release: () => {
       process.off('SIGINT', sigint);
       process.off('SIGTERM', sigterm);
+      unwatch();
     },
+  };
+}
+
+/**
+ * For a process started by `easel run` (EASEL_SUPERVISED=1, stdin a pipe from it): calls `gone` once that pipe
+ * closes, which happens however `easel run` ends, kill -9 included. Its children run in process groups of their own
+ * (so Ctrl-C reaches only `easel run`), and nothing else would stop them. Returns a function that stops watching
+ * (and lets stdin go, so it does not keep the process alive). Elsewhere it does nothing.
+ */
+export function onSupervisorGone(gone: () => void): () => void {
+  if (process.env.EASEL_SUPERVISED !== '1') return () => {};
+  const stdin = process.stdin;
+  stdin.once('end', gone);
+  stdin.resume(); // 'end' comes only to a flowing stream
+  return () => {
+    stdin.off('end', gone);
+    stdin.pause();
+    stdin.destroy();
   };
 }

@@ -1,6 +1,6 @@
 // `easel coordinator --config run.yaml --nats <url>`: owns one run until it is stopped (SIGINT/SIGTERM). Its
 // state lives in NATS JetStream KV, so a coordinator started again with the same run file resumes the run.
-import { UsageError, parseFlags } from './args.ts';
+import { UsageError, onSupervisorGone, parseFlags } from './args.ts';
 import { loadRunConfig, resumeCompatibility, showDifference, stageBatchSize, type RunConfig } from '../trainer/config.ts';
 import { parseCoordinatorConfig } from '../coordinator/config.ts';
 import { discoverShards } from '../coordinator/dataset.ts';
@@ -71,14 +71,17 @@ export async function run(argv: string[]): Promise<number> {
   // One line on stdout, for launchers and scripts: where to scrape and ask.
   console.log(JSON.stringify({ run: runConfig.name, http: http.url, shards: dataset.shards.length }));
   log.info('serving', { http: http.url, run: runConfig.name });
+  let unwatch = () => {};
   const code = await new Promise<number>((resolve) => {
     process.once('SIGINT', () => resolve(0));
     process.once('SIGTERM', () => resolve(0));
+    unwatch = onSupervisorGone(() => resolve(0));
     superseded = (by) => {
       console.error(`easel coordinator: another coordinator (${by.id}, term ${by.term}) took over run ${runConfig.name}; this one stopped`);
       resolve(3);
     };
   });
+  unwatch();
   log.info('stopping');
   await c.stop();
   await http.close();

@@ -3,6 +3,7 @@
 // logs, waits for the trainers, then writes the coordinator's final /status to <out>/status.json and stops the rest.
 // Ctrl-C asks the trainers to stop after the same step (rank 0 writes a checkpoint); running it again resumes:
 // the JetStream store (coordinator state) lives under <out>/nats and the trainers continue from the latest checkpoint.
+// If easel run itself dies (kill -9 included), what it started stops too: each child's stdin is a pipe from it.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -20,7 +21,8 @@ const HELP = `usage: easel run --config <run.yaml> --workers <N> [--nats <url>] 
   --out       where status.json and the local nats-server's JetStream store go (default ./runs/<name>); logs go to stderr, each line prefixed with its process
 
 Ctrl-C stops every trainer after the same step and leaves a resumable checkpoint; run the same command again
-to continue. Before the trainers have started, it stops what was started and exits 130.`;
+to continue. Before the trainers have started, it stops what was started and exits 130. Should easel run
+itself be killed, its trainers, coordinator and nats-server notice and stop.`;
 
 const EASEL = fileURLToPath(new URL('../../bin/easel.js', import.meta.url));
 
@@ -32,7 +34,8 @@ interface Proc {
 
 /** Starts `easel <args>` in its own process group (so Ctrl-C reaches only us), its output prefixed with `name`. */
 function startEasel(name: string, args: string[], onLine?: (line: string) => void): Proc {
-  const child = spawn(process.execPath, [EASEL, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  // stdin is a pipe from us: it closes when we end, however we end, and the child then stops (onSupervisorGone).
+  const child = spawn(process.execPath, [EASEL, ...args], { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, EASEL_SUPERVISED: '1' } });
   for (const stream of [child.stdout!, child.stderr!]) {
     createInterface({ input: stream }).on('line', (line) => {
       onLine?.(line);
@@ -54,6 +57,11 @@ async function freePort(): Promise<number> {
   });
 }
 
+// Runs "$@" in the background, SIGTERMs it once stdin reaches EOF (or when the shell itself gets SIGTERM or
+// SIGINT), and exits when it does. (A background job's stdin is /dev/null in sh, hence the pipe is kept on fd 3.)
+const NATS_WATCHDOG =
+  'exec 3<&0; "$@" </dev/null & pid=$!; trap \'kill -TERM "$pid" 2>/dev/null\' TERM INT; (cat <&3 >/dev/null; kill -TERM "$pid") 2>/dev/null & wait "$pid"; wait "$pid"';
+
 /** nats-server from PATH with JetStream, its store under `dir`; resolves once it accepts connections. */
 async function startNatsServer(dir: string): Promise<{ url: string; proc: ChildProcess; exited: Promise<number> }> {
   if (spawnSync('nats-server', ['--version'], { stdio: 'ignore' }).error) {
@@ -64,7 +72,12 @@ async function startNatsServer(dir: string): Promise<{ url: string; proc: ChildP
   }
   await mkdir(dir, { recursive: true });
   const port = await freePort();
-  const proc = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  // Under a shell that stops it when its stdin — a pipe from us — closes, which happens however we end (kill -9
+  // included): nats-server runs in a process group of its own, and nothing else would stop it. The shell exits with it.
+  const proc = spawn('sh', ['-c', NATS_WATCHDOG, 'nats-watchdog', 'nats-server', '-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir], {
+    stdio: ['pipe', 'ignore', 'pipe'],
+    detached: true,
+  });
   let log = '';
   proc.stderr!.on('data', (d) => (log = (log + d).slice(-4000)));
   const exited = new Promise<number>((r) => proc.once('exit', (code) => r(code ?? 1)));
@@ -76,7 +89,7 @@ async function startNatsServer(dir: string): Promise<{ url: string; proc: ChildP
   try {
     await Promise.race([ready, new Promise((_, fail) => (timer = setTimeout(() => fail(new Error(`nats-server did not start within 15 s:\n${log}`)), 15_000)))]);
   } catch (err) {
-    proc.kill('SIGKILL'); // it runs in its own process group: nothing else would stop it
+    proc.stdin!.end(); // its shell stops it: it runs in its own process group, and nothing else would
     throw err;
   } finally {
     clearTimeout(timer);
@@ -92,6 +105,7 @@ function positiveInt(flag: string, value: string | undefined): number {
 
 async function stop(p: { child: ChildProcess; exited: Promise<number> } | { proc: ChildProcess; exited: Promise<number> }, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   const child = 'child' in p ? p.child : p.proc;
+  child.stdin?.end(); // what a supervised child (and nats-server's shell) takes as "stop"; an open pipe would keep us alive
   if (child.exitCode === null && child.signalCode === null) child.kill(signal);
   const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
   await p.exited;

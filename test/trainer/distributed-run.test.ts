@@ -134,6 +134,31 @@ test('easel run: Ctrl-C while its nats-server starts stops everything it started
   });
 });
 
+test('easel run killed with -9 mid-run: its trainer, coordinator and nats-server stop on their own', { timeout: 120_000 }, async (t) => {
+  await withTempDir(async (dir) => {
+    const { configPath, out } = await prepareRun(dir, 2, 'orphans', { clip: 200, prior: 0, decoder: 0 }, () => ({ coordinator: { minTrainers: 1, epochs: 100, tickMs: 200 } }));
+    const child = spawn(process.execPath, ['bin/easel.js', 'run', '--config', configPath, '--workers', '1', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info' } });
+    t.after(() => {
+      child.kill('SIGKILL');
+      for (const pid of processesMentioning(dir)) process.kill(pid, 'SIGKILL');
+    });
+    let log = '';
+    child.stdout!.on('data', (d) => (log += d));
+    child.stderr!.on('data', (d) => (log += d));
+    while (!/\[trainer-0\] .*clip rank=0 step=1\//.test(log)) {
+      assert.equal(child.exitCode, null, log);
+      await sleep(50);
+    }
+    const started = processesMentioning(dir).filter((pid) => pid !== child.pid);
+    assert.ok(started.length >= 3, `nats-server (under its shell), the coordinator and a trainer run: ${started}`);
+    child.kill('SIGKILL');
+    // They notice the pipe from easel run close: the trainer stops after its step (with NATS going, its collective
+    // may have to time out first: 15 s), the coordinator and nats-server at once.
+    for (let i = 0; i < 600 && processesMentioning(dir).length > 0; i++) await sleep(100);
+    assert.deepEqual(processesMentioning(dir), [], 'a process easel run started outlived it');
+  });
+});
+
 test('easel run --nats <url> runs on that server and starts no nats-server of its own', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
     // One trainer, one CLIP step of 8 samples.
