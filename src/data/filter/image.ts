@@ -2,6 +2,7 @@
 // is allocated), and its aspect ratio, measured after EXIF orientation, must be within the configured range.
 import sharp from 'sharp';
 import type { FilterConfig } from './config.ts';
+import { headerSize } from './header.ts';
 import type { Check } from './reasons.ts';
 
 export interface DecodedImage {
@@ -22,18 +23,32 @@ export async function decodeImage(bytes: Uint8Array, cfg: Pick<FilterConfig, 'ma
   try {
     // The header alone gives the size, so a bomb is refused before any pixel memory is allocated. The decode
     // below enforces the same limit (limitInputPixels) in case a format reports its size only while decoding.
-    const meta = await sharp(bytes, { limitInputPixels: false, autoOrient: true }).metadata();
-    const { width, height } = meta.autoOrient;
+    // JPEG and PNG headers are read here (header.ts); other formats, and headers it cannot read, by sharp.
+    let size = headerSize(bytes) ?? (await sharpSize(bytes));
+    const { width, height } = size;
     if (width * height > cfg.maxPixels) {
       return { ok: false, reason: 'image', detail: `image is ${width}×${height} = ${width * height} pixels, over the ${cfg.maxPixels} pixel limit` };
     }
     // failOn 'warning' (sharp's advice for untrusted input): truncated or corrupt scans are errors, not grey bands.
     const img = sharp(bytes, { failOn: 'warning', limitInputPixels: cfg.maxPixels, autoOrient: true });
-    await img.resize({ width: PROBE_SIZE, height: PROBE_SIZE, fit: 'inside' }).raw().toBuffer();
-    return { ok: true, value: { width, height, format: meta.format } };
+    const { info } = await img.resize({ width: PROBE_SIZE, height: PROBE_SIZE, fit: 'inside' }).raw().toBuffer({ resolveWithObject: true });
+    // The decoder drew the thumbnail from what it read: a header read here that disagrees is not trusted.
+    if (!thumbnailFits(size, info)) size = await sharpSize(bytes);
+    return { ok: true, value: size };
   } catch (err) {
     return { ok: false, reason: 'image', detail: `image does not decode: ${(err as Error).message}` };
   }
+}
+
+async function sharpSize(bytes: Uint8Array): Promise<DecodedImage> {
+  const meta = await sharp(bytes, { limitInputPixels: false, autoOrient: true }).metadata();
+  return { width: meta.autoOrient.width, height: meta.autoOrient.height, format: meta.format };
+}
+
+/** Whether a PROBE_SIZE 'inside' thumbnail of w×h pixels could be `thumb` (each side within a pixel of exact). */
+export function thumbnailFits(size: Pick<DecodedImage, 'width' | 'height'>, thumb: { width: number; height: number }): boolean {
+  const scale = PROBE_SIZE / Math.max(size.width, size.height);
+  return Math.abs(thumb.width - size.width * scale) <= 1 && Math.abs(thumb.height - size.height * scale) <= 1;
 }
 
 /** Checks width/height against [minAspect, maxAspect], both ends inclusive. */
