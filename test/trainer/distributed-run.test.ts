@@ -109,27 +109,36 @@ function processesMentioning(text: string): number[] {
     .map(Number);
 }
 
+/**
+ * `easel run <args>` as a plain child process, for tests that signal it themselves; after `t`, it and every
+ * process whose command line mentions `dir` are killed.
+ */
+function spawnRun(t: TestContext, dir: string, args: string[]) {
+  const child = spawn(process.execPath, ['bin/easel.js', 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info' } });
+  t.after(() => {
+    child.kill('SIGKILL');
+    for (const pid of processesMentioning(dir)) process.kill(pid, 'SIGKILL');
+  });
+  let log = '';
+  child.stdout!.on('data', (d) => (log += d));
+  child.stderr!.on('data', (d) => (log += d));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return { child, exited, log: () => log };
+}
+
 test('easel run: Ctrl-C while its nats-server starts stops everything it started (exit 130, no process left behind)', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
     const { configPath, out } = await prepareRun(dir, 1, 'earlystop', { clip: 1, prior: 0, decoder: 0 }, () => ({ coordinator: { minTrainers: 1, tickMs: 200 } }));
-    const child = spawn(process.execPath, ['bin/easel.js', 'run', '--config', configPath, '--workers', '1', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
-    t.after(() => {
-      child.kill('SIGKILL');
-      for (const pid of processesMentioning(dir)) process.kill(pid, 'SIGKILL');
-    });
-    let log = '';
-    child.stdout!.on('data', (d) => (log += d));
-    child.stderr!.on('data', (d) => (log += d));
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const { child, exited, log } = spawnRun(t, dir, ['--config', configPath, '--workers', '1', '--out', out]);
     // Its JetStream store is under --out: the nats-server is up (or starting) once a process names it.
     while (processesMentioning(join(out, 'nats')).length === 0) {
-      assert.equal(child.exitCode, null, `easel run exited before starting nats-server:\n${log}`);
+      assert.equal(child.exitCode, null, `easel run exited before starting nats-server:\n${log()}`);
       await sleep(20);
     }
     child.kill('SIGINT');
-    assert.equal(await exited, 130, log);
-    assert.match(log, /interrupted before the trainers started/);
-    assert.doesNotMatch(log, /\[trainer-0\]/, 'no trainer was started');
+    assert.equal(await exited, 130, log());
+    assert.match(log(), /interrupted before the trainers started/);
+    assert.doesNotMatch(log(), /\[trainer-0\]/, 'no trainer was started');
     assert.deepEqual(processesMentioning(dir), [], 'easel run left a process behind (its nats-server, coordinator or a trainer)');
   });
 });
@@ -137,16 +146,9 @@ test('easel run: Ctrl-C while its nats-server starts stops everything it started
 test('easel run killed with -9 mid-run: its trainer, coordinator and nats-server stop on their own', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
     const { configPath, out } = await prepareRun(dir, 2, 'orphans', { clip: 200, prior: 0, decoder: 0 }, () => ({ coordinator: { minTrainers: 1, epochs: 100, tickMs: 200 } }));
-    const child = spawn(process.execPath, ['bin/easel.js', 'run', '--config', configPath, '--workers', '1', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EASEL_LOG: 'info' } });
-    t.after(() => {
-      child.kill('SIGKILL');
-      for (const pid of processesMentioning(dir)) process.kill(pid, 'SIGKILL');
-    });
-    let log = '';
-    child.stdout!.on('data', (d) => (log += d));
-    child.stderr!.on('data', (d) => (log += d));
-    while (!/\[trainer-0\] .*clip rank=0 step=1\//.test(log)) {
-      assert.equal(child.exitCode, null, log);
+    const { child, log } = spawnRun(t, dir, ['--config', configPath, '--workers', '1', '--out', out]);
+    while (!/\[trainer-0\] .*clip rank=0 step=1\//.test(log())) {
+      assert.equal(child.exitCode, null, log());
       await sleep(50);
     }
     const started = processesMentioning(dir).filter((pid) => pid !== child.pid);
