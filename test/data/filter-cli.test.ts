@@ -99,7 +99,7 @@ describe('easel filter', () => {
     assert.ok(existsSync(join(out, '00002.tar')));
   });
 
-  test('a SIGKILLed run resumes without redoing finished shards or duplicating output', async () => {
+  test('a SIGKILLed run resumes without redoing finished shards or duplicating output', async (t) => {
     const big = join(dir, 'synth-big');
     await writeSynthDataset(new FileStore(big), { shards: 8, perShard: 60, size: 64, seed: 11, evalPerPair: 0 });
     const clean = join(dir, 'out-clean');
@@ -107,6 +107,9 @@ describe('easel filter', () => {
 
     const out = join(dir, 'out-killed');
     const child = spawn(process.execPath, ['bin/easel.js', 'filter', '--in', big, '--out', out, '--workers', '2'], { stdio: 'ignore' });
+    t.after(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
     const exited = new Promise((resolve) => child.on('exit', resolve));
     while (!existsSync(join(out, '00000_stats.json'))) {
       if (child.exitCode !== null) break;

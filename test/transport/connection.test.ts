@@ -104,7 +104,7 @@ test('closeNats while the server is down closes the connection instead of leavin
   }
 });
 
-test('ranks in separate processes all-reduce to the same bytes', async () => {
+test('ranks in separate processes all-reduce to the same bytes', async (t) => {
   const nats = await startNats({ jetstream: false, maxPayload: 64 * 1024 });
   try {
     const world = 2;
@@ -114,6 +114,9 @@ test('ranks in separate processes all-reduce to the same bytes', async () => {
         stdio: ['pipe', 'pipe', 'inherit'],
       }),
     );
+    t.after(() => {
+      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    });
     const outputs = procs.map(
       (p) =>
         new Promise<string[]>((resolve, reject) => {
