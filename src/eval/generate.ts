@@ -6,7 +6,6 @@ import sharp from 'sharp';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { scaleTo } from '../model/images.ts';
-import { tokenize } from '../model/tokenizer.ts';
 import type { Models } from '../trainer/models.ts';
 import { deriveSeed } from '../util/rng.ts';
 import { z } from 'zod';
@@ -45,13 +44,13 @@ export async function toRgbImages(images: tf.Tensor4D): Promise<RgbImage[]> {
 
 /** CLIP text embeddings [B, D] of captions (the frozen CLIP at its own context length). */
 export function textEmbeddings(models: Models, captions: string[]): tf.Tensor2D {
-  return tf.tidy(() => models.clip.encodeText(tokenize(captions, models.clip.config.contextLength)));
+  return tf.tidy(() => models.clip.encodeText(models.tokenizer.tokenize(captions, models.clip.config.contextLength)));
 }
 
 /** Prior samples: one image embedding [B, D] per caption. */
 export function priorEmbeddings(models: Models, captions: string[], textEmb: tf.Tensor2D, opts: Pick<SampleConfig, 'priorSteps' | 'priorGuidance'>, seed: number): tf.Tensor2D {
   return tf.tidy(() => {
-    const tokens = tokenize(captions, models.prior.config.contextLength);
+    const tokens = models.tokenizer.tokenize(captions, models.prior.config.contextLength);
     return models.prior.sample({ tokens, textEmb }, { steps: opts.priorSteps, guidance: opts.priorGuidance, seed });
   });
 }
@@ -59,7 +58,7 @@ export function priorEmbeddings(models: Models, captions: string[], textEmb: tf.
 /** Decoder samples [B,H,W,3] in [-1,1] for image embeddings (and captions, used if the decoder reads them). */
 export function decode(models: Models, imageEmb: tf.Tensor2D, captions: string[] | undefined, opts: Pick<SampleConfig, 'steps' | 'guidance' | 'sampler'>, seed: number): tf.Tensor4D {
   return tf.tidy(() => {
-    const tokens = captions ? tokenize(captions, models.decoder.config.contextLength) : undefined;
+    const tokens = captions ? models.tokenizer.tokenize(captions, models.decoder.config.contextLength) : undefined;
     return models.decoder.sample({ imageEmb, tokens }, { steps: opts.steps, guidance: opts.guidance, seed, sampler: opts.sampler });
   });
 }

@@ -70,7 +70,8 @@ export class Clip {
   private readonly lnFinal: LayerNorm;
   private readonly textProj: Linear;
 
-  constructor(config: z.input<typeof ClipConfig>, seed: number) {
+  /** `vocabSize`: the run tokenizer's (tokenizer.ts; the byte tokenizer's by default). */
+  constructor(config: z.input<typeof ClipConfig>, seed: number, vocabSize = VOCAB_SIZE) {
     const c = (this.config = ClipConfig.parse(config));
     this.store = new ParamStore(seed);
     const v = this.store.scope('visual');
@@ -98,7 +99,7 @@ export class Clip {
     this.imageProj = new Linear(v.scope('proj'), c.width, c.embedDim, { bias: false, std: c.width ** -0.5 });
 
     const t = this.store.scope('text');
-    this.tokenEmbed = new Embedding(t.scope('token'), VOCAB_SIZE, c.textWidth);
+    this.tokenEmbed = new Embedding(t.scope('token'), vocabSize, c.textWidth);
     this.textPos = new PositionalEmbedding(t.scope('pos'), c.contextLength, c.textWidth);
     this.text = new Transformer(t, { width: c.textWidth, layers: c.textLayers, heads: c.textHeads, std: c.textWidth ** -0.5 });
     this.lnFinal = new LayerNorm(t.scope('lnFinal'), c.textWidth);

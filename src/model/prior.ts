@@ -102,14 +102,14 @@ export class DiffusionPrior {
   private readonly lnFinal: LayerNorm;
   private readonly out: Linear;
 
-  constructor(config: Partial<PriorConfig> | PriorConfig, seed: number) {
+  constructor(config: Partial<PriorConfig> | PriorConfig, seed: number, vocabSize = VOCAB_SIZE) {
     const cfg = (this.config = PriorConfig.parse(config));
     this.schedule = makeSchedule(cfg.schedule, cfg.timesteps);
     this.scale = Math.sqrt(cfg.embedDim);
     const ps = (this.ps = new ParamStore(seed));
     const w = cfg.width;
     if (cfg.captionTokens) {
-      this.tokenEmb = new Embedding(ps.scope('tokens'), VOCAB_SIZE, w);
+      this.tokenEmb = new Embedding(ps.scope('tokens'), vocabSize, w);
       this.nullTokens = ps.normal('tokens.null', [cfg.contextLength, w]);
     }
     this.textIn = new Linear(ps.scope('text'), cfg.embedDim, w);

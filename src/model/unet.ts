@@ -243,7 +243,7 @@ export class Decoder {
   private readonly outNorm: GroupNorm;
   private readonly outConv: Conv;
 
-  constructor(config: Partial<DecoderConfig> | DecoderConfig, seed: number) {
+  constructor(config: Partial<DecoderConfig> | DecoderConfig, seed: number, vocabSize = VOCAB_SIZE) {
     const cfg = (this.config = DecoderConfig.parse(config));
     const levels = cfg.channelMults.length;
     if (cfg.imageSize % 2 ** (levels - 1) !== 0) {
@@ -263,7 +263,7 @@ export class Decoder {
     this.nullImageEmb = ps.normal('clip.null', [cfg.embedDim], 1 / Math.sqrt(cfg.embedDim));
     if (cfg.clipTokens > 0) this.clipTokenProj = new Linear(ps.scope('clip.tokens'), cfg.embedDim, cfg.clipTokens * cfg.contextDim, { std: 1 / Math.sqrt(cfg.embedDim) });
     if (cfg.captionContext) {
-      this.tokenEmb = new Embedding(ps.scope('text.tokens'), VOCAB_SIZE, cfg.contextDim);
+      this.tokenEmb = new Embedding(ps.scope('text.tokens'), vocabSize, cfg.contextDim);
       this.tokenPos = new PositionalEmbedding(ps.scope('text.pos'), cfg.contextLength, cfg.contextDim);
       this.text = new Transformer(ps.scope('text'), { width: cfg.contextDim, layers: cfg.textLayers, heads: cfg.textHeads });
       this.textNorm = new LayerNorm(ps.scope('text.norm'), cfg.contextDim);

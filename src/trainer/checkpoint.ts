@@ -1,7 +1,7 @@
 // Checkpoints through the object store (file:// or s3://). One checkpoint is a folder under the run's checkpoint URL:
 //   step-000000120/weights.safetensors     every model's weights ("clip.…", "prior.…", "decoder.…") and EMA ("ema.prior.…")
 //   step-000000120/optimizer.safetensors   the current stage's Adam state ("adam.iterations", "<param>/m", "<param>/v")
-//   step-000000120/manifest.json           config, stage, step, data cursor, seed, easel version, created time
+//   step-000000120/manifest.json           config, stage, step, data cursor, seed, tokenizer merges, easel version, created time
 //   latest.json                            {"checkpoint": "step-000000120", …}, written last
 // Each object is published atomically by the store and the manifest is written after the tensors, so a folder
 // with a manifest is complete; latest.json only ever names a complete one. Old folders are pruned to `keep`.
@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { NamedTensor } from '@tensorflow/tfjs-core/dist/tensor_types.js';
 import { openStore, type ObjectStore } from '../data/store/index.ts';
 import { decodeSafetensors, encodeSafetensors, type SafeTensor } from './safetensors.ts';
+import type { TokenizerJson } from '../model/tokenizer.ts';
 import { logger } from '../util/log.ts';
 import { UsageError } from '../cli/args.ts';
 import { resumeCompatibility, showDifference, type RunConfig, type ResumeCompatibility } from './config.ts';
@@ -63,6 +64,8 @@ export interface Manifest {
   files: { weights: string; optimizer: string | null };
   /** The validated run config (JSON). */
   config: unknown;
+  /** The run's learnt BPE merges (tokenizer.ts); absent for the byte tokenizer (and checkpoints from before BPE). */
+  tokenizer?: TokenizerJson;
 }
 
 export type ManifestInput = Omit<Manifest, 'format' | 'easel_version' | 'created' | 'files'>;

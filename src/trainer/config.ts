@@ -58,6 +58,18 @@ export const RunConfig = z
       })
       .prefault({})
       .describe('training data'),
+    tokenizer: z
+      .strictObject({
+        merges: z
+          .number()
+          .int()
+          .min(0)
+          .default(0)
+          .describe('byte-level BPE merges learnt from the training captions when the run starts (0: plain UTF-8 bytes, one token each); CLIP uses 49,152'),
+        learnFrom: z.number().int().positive().default(20_000).describe('captions read to learn the merges: the first ones of data.train, in shard order'),
+      })
+      .prefault({})
+      .describe('how captions become tokens; the learnt merges are saved in every checkpoint'),
     stages: z
       .strictObject({
         clip: z
@@ -210,11 +222,11 @@ const TRAINING_ONLY_MODEL_FIELDS = new Set(['condDrop', 'imageEmbDrop', 'caption
 
 /**
  * Fields whose change makes saved weights unusable or meaningless: every model's architecture (shapes, but also
- * what it predicts: timesteps, schedule, objective), and the image size.
+ * what it predicts: timesteps, schedule, objective), the image size, and the tokenizer (the token tables' rows).
  */
 function isArchitecture(path: string): boolean {
   const m = /^stages\.[a-z]+\.model\.([^.]+)/.exec(path);
-  return (m !== null && !TRAINING_ONLY_MODEL_FIELDS.has(m[1])) || path === 'data.imageSize';
+  return (m !== null && !TRAINING_ONLY_MODEL_FIELDS.has(m[1])) || path === 'data.imageSize' || path.startsWith('tokenizer.');
 }
 
 /** Compares the config a run was saved with (`saved`, filled with today's defaults where it lacks a field) with `config`. */

@@ -49,6 +49,7 @@ import { deriveSeed } from '../util/rng.ts';
 import { checkResumable, isFleetCursor, optimizerTensors, readCheckpoint, restoreOptimizer, snapshotCheckpoint, writeSnapshot, type CheckpointData, type FleetCursor } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
+import { checkpointTokenizer, learnRunTokenizer, sameTokenizer, tokenizerManifest } from './vocab.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
 import type { SafeTensor } from './safetensors.ts';
 import { learningRateAt } from './schedule.ts';
@@ -394,7 +395,8 @@ export async function trainDistributed(opts: DistributedOptions): Promise<Distri
   await initBackend(config.backend === 'auto' ? undefined : config.backend);
   const id = opts.id ?? `${hostname()}-${process.pid}`;
   const nc = await openNats({ servers: opts.nats, name: `trainer-${id}` });
-  const models = buildModels(config);
+  // Learnt by every trainer from the same first captions, so the same on every rank (resume() checks it).
+  const models = buildModels(config, await learnRunTokenizer(config));
   const ema: RunEma = { prior: new Ema(models.prior.params()), decoder: new Ema(models.decoder.params()) };
   const dataStore = await openStore(config.data.train);
   try {
@@ -839,6 +841,9 @@ class DistributedTrainer {
     }
     checkResumable(ckpt, config);
     const m = ckpt.manifest;
+    if (!sameTokenizer(checkpointTokenizer(m, ckpt.url), this.models.tokenizer)) {
+      throw new Error(`cannot resume from ${ckpt.url}: its BPE merges differ from those learnt from data.train = ${config.data.train} (did the training captions change?)`);
+    }
     restoreRunWeights(this.models, this.ema, ckpt);
     const stage = STAGES.indexOf(m.stage as StageName);
     if (stage < 0) throw new Error(`${ckpt.url}: unknown stage '${m.stage}' in manifest`);
@@ -914,6 +919,7 @@ class DistributedTrainer {
         skipped_steps: p.skipped,
         loss: p.loss,
         config,
+        ...tokenizerManifest(this.models.tokenizer),
       },
       weights: runWeights(this.models, this.ema),
       optimizer: opt,

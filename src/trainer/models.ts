@@ -7,11 +7,12 @@ import { Clip } from '../model/clip.ts';
 import { poolTo } from '../model/images.ts';
 import { contrastiveLoss } from '../model/losses.ts';
 import { DiffusionPrior } from '../model/prior.ts';
-import { tokenize } from '../model/tokenizer.ts';
+import { Tokenizer } from '../model/tokenizer.ts';
 import { Decoder } from '../model/unet.ts';
 import { initBackend } from '../model/backend.ts';
 import { deriveSeed } from '../util/rng.ts';
 import { assignWeights, readCheckpoint, type Manifest } from './checkpoint.ts';
+import { checkpointTokenizer } from './vocab.ts';
 import { parseRunConfig, STAGES, type RunConfig, type StageName } from './config.ts';
 
 /** Namespaces of deriveSeed(config.seed, PURPOSE, …), so no two uses of the base seed collide. */
@@ -21,19 +22,23 @@ export interface Models {
   clip: Clip;
   prior: DiffusionPrior;
   decoder: Decoder;
+  /** The run's tokenizer (vocab.ts): every model reads captions through it, so it sizes their token tables. */
+  tokenizer: Tokenizer;
 }
 
-export function buildModels(config: RunConfig): Models {
+export function buildModels(config: RunConfig, tokenizer: Tokenizer = Tokenizer.BYTES): Models {
   const seed = (s: StageName) => deriveSeed(config.seed, SEED.model, STAGES.indexOf(s));
+  const vocab = tokenizer.vocabSize;
   return {
-    clip: new Clip(config.stages.clip.model, seed('clip')),
-    prior: new DiffusionPrior(config.stages.prior.model, seed('prior')),
-    decoder: new Decoder(config.stages.decoder.model, seed('decoder')),
+    clip: new Clip(config.stages.clip.model, seed('clip'), vocab),
+    prior: new DiffusionPrior(config.stages.prior.model, seed('prior'), vocab),
+    decoder: new Decoder(config.stages.decoder.model, seed('decoder'), vocab),
+    tokenizer,
   };
 }
 
 export function disposeModels(models: Models): void {
-  for (const m of Object.values(models)) tf.dispose([...m.params().values()]);
+  for (const s of STAGES) tf.dispose([...models[s].params().values()]);
 }
 
 /** One batch as the loader hands it over. */
@@ -54,11 +59,11 @@ export interface StageBatch {
 export function toStageBatch(models: Models, stage: StageName, batch: HostBatch, imageSize: number): StageBatch {
   return tf.tidy(() => {
     const images = tf.tensor4d(batch.images, [batch.captions.length, imageSize, imageSize, 3]);
-    const tokens = tokenize(batch.captions, models[stage].config.contextLength);
+    const tokens = models.tokenizer.tokenize(batch.captions, models[stage].config.contextLength);
     if (stage === 'clip') return { images, tokens };
     // The frozen CLIP: no variableGrads scope is open here, so nothing is taped.
     const imageEmb = models.clip.encodeImage(images);
-    const textEmb = stage === 'prior' ? models.clip.encodeText(tokenize(batch.captions, models.clip.config.contextLength)) : undefined;
+    const textEmb = stage === 'prior' ? models.clip.encodeText(models.tokenizer.tokenize(batch.captions, models.clip.config.contextLength)) : undefined;
     // CLIP embeds the full-resolution image; the decoder learns to draw it at its own resolution.
     const stageImages = stage === 'decoder' ? poolTo(images, models.decoder.config.imageSize) : images;
     return { images: stageImages, tokens, imageEmb, textEmb };
@@ -169,7 +174,7 @@ export async function loadCheckpoint(url: string, opts: { weights?: 'ema' | 'liv
   const ckpt = await readCheckpoint(url);
   const config = parseRunConfig(ckpt.manifest.config, `run config in ${ckpt.url}/manifest.json`);
   await initBackend(config.backend === 'auto' ? undefined : config.backend);
-  const models = buildModels(config);
+  const models = buildModels(config, checkpointTokenizer(ckpt.manifest, ckpt.url));
   try {
     for (const s of STAGES) assignWeights(models[s].params(), ckpt.weights, `${s}.`);
     if ((opts.weights ?? 'ema') === 'ema') {

@@ -13,6 +13,7 @@ import { deriveSeed } from '../util/rng.ts';
 import { readCheckpoint, restoreOptimizer, writeCheckpoint, assignWeights, checkResumable, isFleetCursor, type CheckpointData, type ManifestInput } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
+import { checkpointTokenizer, learnRunTokenizer, tokenizerManifest } from './vocab.ts';
 import { buildModels, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
 import { learningRateAt } from './schedule.ts';
 import { identityReduce, trainStep, type Reduce } from './step.ts';
@@ -116,7 +117,9 @@ export async function train(config: RunConfig, opts: TrainOptions = {}): Promise
   const resumed = opts.resume ? await loadResume(config, opts.resume) : undefined;
   if (resumed) checkResumable(resumed, config);
 
-  const models = buildModels(config);
+  // A resumed run keeps the merges it was trained with; a fresh one learns them (if any) from its data.
+  const tokenizer = resumed ? checkpointTokenizer(resumed.manifest, resumed.url) : await learnRunTokenizer(config);
+  const models = buildModels(config, tokenizer);
   const ema = { prior: new Ema(models.prior.params()), decoder: new Ema(models.decoder.params()) };
   const dispose = () => {
     disposeModels(models);
@@ -168,6 +171,7 @@ async function trainModels(config: RunConfig, opts: TrainOptions, models: Models
       skipped_steps: progress.skipped,
       loss: progress.loss,
       config,
+      ...tokenizerManifest(models.tokenizer),
     };
     lastCheckpoint = await writeCheckpoint(
       ckptStore,

@@ -141,6 +141,8 @@ export async function startHarness(
     checkpointEverySteps?: number;
     /** coordinator.wire: the gradient all-reduce's element type on the wire (default f32). */
     wire?: 'f32' | 'bf16' | 'f16';
+    /** tokenizer.merges: BPE merges each trainer learns from the data (default 0: bytes). */
+    tokenizerMerges?: number;
   },
 ): Promise<Harness> {
   const data = join(dir, 'data');
@@ -154,6 +156,7 @@ export async function startHarness(
     backend,
     data: { ...tiny.data, batchSize: opts.batchSize ?? tiny.data.batchSize },
     checkpoint: { ...tiny.checkpoint, everySteps: opts.checkpointEverySteps ?? tiny.checkpoint.everySteps },
+    ...(opts.tokenizerMerges ? { tokenizer: { merges: opts.tokenizerMerges } } : {}),
   };
   const coordinatorSection = { heartbeatTimeoutMs: opts.heartbeatTimeoutMs ?? 4000, leaseMs: 60_000, minTrainers: opts.minTrainers ?? 1, epochs: opts.epochs ?? 1, tickMs: 200, ...(opts.wire ? { wire: opts.wire } : {}) };
   const configPath = join(dir, 'run.yaml');

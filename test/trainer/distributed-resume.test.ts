@@ -6,13 +6,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { readCheckpoint } from '../../src/trainer/checkpoint.ts';
 import { startHarness, type Harness } from './distributed-harness.ts';
 import { withTempDir } from './fixtures.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // 4 shards × 16 samples, batch 8 per rank, 2 ranks: an epoch is 4 steps; 2 epochs. CLIP 3 steps, prior 5.
-const RUN = { steps: { clip: 3, prior: 5, decoder: 0 }, shards: 4, epochs: 2, minTrainers: 2 };
+// With BPE merges: every trainer learns them from the data on its own and must get the same ones.
+const RUN = { steps: { clip: 3, prior: 5, decoder: 0 }, shards: 4, epochs: 2, minTrainers: 2, tokenizerMerges: 40 };
 const SAMPLES = 2 * 4 * 16;
 
 type Trainer = ReturnType<Harness['spawnTrainer']>;
@@ -51,6 +53,8 @@ test('a distributed run stopped mid-run and resumed from its checkpoint reproduc
       assert.equal(s.step, 8);
       assert.deepEqual([...reference.keys()], [1, 2, 3, 4, 5, 6, 7, 8]);
       assert.deepEqual(await weightsByStep(a, 'a1'), reference, 'both ranks of run A hold the same weights');
+      const merges = (await readCheckpoint(join(dir, 'a', 'ckpt'))).manifest.tokenizer?.merges.length ?? 0;
+      assert.ok(merges > 0 && merges <= 40, `the checkpoint carries the learnt merges (${merges})`);
     } finally {
       await a.stop();
     }
