@@ -1,8 +1,8 @@
 // Byte-level BPE tokenizer (as GPT-2 and CLIP): a caption's UTF-8 bytes are its starting tokens, so any text
 // (emoji, CJK, accents) encodes with no unknown token; learnt merges then join frequent byte pairs into word-sized
-// tokens, which a small text tower learns far faster than words spelt out in bytes. With no merges it is the plain
-// byte tokenizer (ids 0–255 are the bytes), whose ids existing checkpoints depend on. A row is BOS, tokens…, EOS,
-// then PAD up to the context length; the text encoder pools its output at the EOS position.
+// tokens, so the same context holds several times more text (the demo's captions: 39.5 bytes, 8.0 tokens). With no
+// merges it is the plain byte tokenizer (ids 0–255 are the bytes), whose ids existing checkpoints depend on. A row
+// is BOS, tokens…, EOS, then PAD up to the context length; the text encoder pools its output at the EOS position.
 import * as tf from '@tensorflow/tfjs-core';
 import { z } from 'zod';
 import { formatZodError } from '../cli/args.ts';
