@@ -7,6 +7,8 @@ import { discoverShards } from '../coordinator/dataset.ts';
 import { Coordinator, startHttpServer } from '../coordinator/service.ts';
 import { StateStore } from '../coordinator/store.ts';
 import { openStore } from '../data/store/index.ts';
+import { Tokenizer, type TokenizerJson } from '../model/tokenizer.ts';
+import { learnRunTokenizer } from '../trainer/vocab.ts';
 import { closeNats, openNats } from '../transport/connection.ts';
 import { logger } from '../util/log.ts';
 
@@ -43,6 +45,20 @@ async function adoptRunConfig(state: StateStore, config: RunConfig, file: string
   await state.putRunConfig(config);
 }
 
+/**
+ * A run with `tokenizer.merges` learns them once, here, and keeps them in its JetStream state; trainers get them
+ * with the run file instead of each reading the data to learn the same merges. A restarted coordinator serves the
+ * stored ones (a different merge count is refused above, with the rest of the architecture).
+ */
+async function adoptTokenizer(state: StateStore, config: RunConfig): Promise<TokenizerJson | undefined> {
+  if (config.tokenizer.merges === 0) return undefined;
+  const saved = await state.tokenizer();
+  if (saved !== undefined) return Tokenizer.fromJson(saved, `the JetStream state of run ${config.name}`).toJson();
+  const learnt = (await learnRunTokenizer(config)).toJson();
+  await state.putTokenizer(learnt);
+  return learnt;
+}
+
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(argv, { config: { type: 'string' }, nats: { type: 'string' }, 'http-port': { type: 'string' }, 'http-host': { type: 'string' } }, HELP);
   if (!parsed) return 0;
@@ -57,8 +73,11 @@ export async function run(argv: string[]): Promise<number> {
   const store = await openStore(runConfig.data.train);
   const dataset = await discoverShards(store).finally(() => store.close());
   const nc = await openNats({ servers: v.nats ?? 'nats://127.0.0.1:4222', name: `coordinator-${runConfig.name}` });
+  let tokenizer: TokenizerJson | undefined;
   try {
-    await adoptRunConfig(await StateStore.open(nc, runConfig.name), runConfig, v.config);
+    const state = await StateStore.open(nc, runConfig.name);
+    await adoptRunConfig(state, runConfig, v.config);
+    tokenizer = await adoptTokenizer(state, runConfig);
   } catch (err) {
     await closeNats(nc);
     throw err;
@@ -66,7 +85,7 @@ export async function run(argv: string[]): Promise<number> {
   const budgets = { clip: runConfig.stages.clip.steps, prior: runConfig.stages.prior.steps, decoder: runConfig.stages.decoder.steps };
   const batchSizes = { clip: stageBatchSize(runConfig, 'clip'), prior: stageBatchSize(runConfig, 'prior'), decoder: stageBatchSize(runConfig, 'decoder') };
   let superseded: ((by: { id: string; term: number }) => void) | undefined;
-  const c = await Coordinator.start({ nc, run: runConfig.name, config, runConfig, budgets, batchSizes, shards: dataset.shards, filterDropped: dataset.dropped, onSuperseded: (by) => superseded?.(by) });
+  const c = await Coordinator.start({ nc, run: runConfig.name, config, runConfig, tokenizer, budgets, batchSizes, shards: dataset.shards, filterDropped: dataset.dropped, onSuperseded: (by) => superseded?.(by) });
   const http = await startHttpServer(c, { port: config.httpPort, host: config.httpHost });
   // One line on stdout, for launchers and scripts: where to scrape and ask.
   console.log(JSON.stringify({ run: runConfig.name, http: http.url, shards: dataset.shards.length }));

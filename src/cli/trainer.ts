@@ -63,7 +63,7 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError(`--run: ${(err as Error).message}`);
   }
   const nats = values.nats!.split(',');
-  const config = await runConfig(nats, values.run!, values.config);
+  const { config, tokenizer } = await runConfig(nats, values.run!, values.config);
   const { trainDistributed } = await import('../trainer/distributed.ts');
   const stop = abortOnSignals('easel trainer');
   try {
@@ -71,6 +71,7 @@ export async function run(argv: string[]): Promise<number> {
       nats,
       run: values.run!,
       config,
+      tokenizer,
       id: values.id,
       resume: values.resume,
       heartbeatMs: positiveInt('heartbeat-ms', values['heartbeat-ms']),

@@ -45,6 +45,8 @@ export interface CoordinatorOptions {
   filterDropped?: Record<string, number>;
   /** The validated run file, answered to the `config` verb (trainers started without --config fetch it). */
   runConfig?: unknown;
+  /** The run's learnt BPE merges (a TokenizerJson), answered with the run file: trainers use them instead of each learning its own. */
+  tokenizer?: unknown;
   /** Epoch-ms clock (tests drive time by hand). */
   clock?: () => number;
   /** Start the periodic tick (default true; tests call tick() themselves). */
@@ -432,7 +434,7 @@ export class Coordinator {
         return { ok: true, status: this.status() };
       case 'config':
         if (this.opts.runConfig === undefined) return { ok: false, error: 'this coordinator was started without a run file', reason: 'no-config' };
-        return { ok: true, config: this.opts.runConfig };
+        return { ok: true, config: this.opts.runConfig, ...(this.opts.tokenizer === undefined ? {} : { tokenizer: this.opts.tokenizer }) };
     }
   }
 

@@ -114,6 +114,15 @@ export class StateStore {
     return this.putJson('config', config);
   }
 
+  /** The run's BPE merges (a TokenizerJson), learnt once when the run was first started with them. */
+  tokenizer(): Promise<unknown> {
+    return this.getJson<unknown>('tokenizer');
+  }
+
+  putTokenizer(tokenizer: unknown): Promise<unknown> {
+    return this.putJson('tokenizer', tokenizer);
+  }
+
   putRun(r: RunRecord): Promise<unknown> {
     return this.putJson('run', r);
   }

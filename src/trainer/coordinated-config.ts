@@ -1,10 +1,13 @@
 // The run config a trainer of a coordinated run trains with: the coordinator's (it read and validated the run
 // file), fetched with the `config` verb, so `easel trainer --nats <url> --run <id>` needs no file of its own. A
 // trainer given --config as well must hold the very same config (compared by canonical hash); otherwise it would
-// train a different model in the same ring, so it stops, naming the first field that differs.
+// train a different model in the same ring, so it stops, naming the first field that differs. With the run file
+// come the run's BPE merges, when it has any: the coordinator learnt them once, so trainers need not read the data
+// to learn the same ones.
 import type { NatsConnection } from 'nats';
 import { UsageError } from '../cli/args.ts';
 import { CoordinatorClient, CoordinatorRefusal } from '../coordinator/client.ts';
+import { Tokenizer } from '../model/tokenizer.ts';
 import { logger } from '../util/log.ts';
 import { configDifferences, configHash, parseRunConfig, showDifference, type RunConfig } from './config.ts';
 
@@ -17,16 +20,23 @@ export interface FetchRunConfigOptions {
   timeoutMs?: number;
 }
 
+/** What a coordinator hands a trainer: the run config, and the run's tokenizer if the coordinator learnt one. */
+export interface CoordinatedRun {
+  config: RunConfig;
+  tokenizer?: Tokenizer;
+}
+
 /** Asks the run's coordinator for its run config (retrying while none answers) and validates it. */
-export async function fetchRunConfig(nc: NatsConnection, run: string, opts: FetchRunConfigOptions = {}): Promise<RunConfig> {
+export async function fetchRunConfig(nc: NatsConnection, run: string, opts: FetchRunConfigOptions = {}): Promise<CoordinatedRun> {
   const patienceMs = opts.patienceMs ?? 60_000;
   const client = new CoordinatorClient(nc, run, 'config-fetch', opts.timeoutMs ?? 5000);
   const deadline = Date.now() + patienceMs;
   let told = false;
   for (;;) {
     try {
-      const reply = await client.request<{ config: unknown }>('config');
-      return parseRunConfig(reply.config, `run config of the coordinator of run '${run}'`);
+      const reply = await client.request<{ config: unknown; tokenizer?: unknown }>('config');
+      const config = parseRunConfig(reply.config, `run config of the coordinator of run '${run}'`);
+      return reply.tokenizer === undefined ? { config } : { config, tokenizer: Tokenizer.fromJson(reply.tokenizer, `the coordinator of run '${run}'`) };
     } catch (err) {
       if (err instanceof CoordinatorRefusal || err instanceof UsageError || nc.isClosed()) throw err;
       if (Date.now() > deadline) {
@@ -50,17 +60,17 @@ export function checkSameRunConfig(coordinator: RunConfig, local: RunConfig, loc
 }
 
 /** The config to train with: the coordinator's, checked against `local` when the trainer was given one. */
-export async function coordinatedRunConfig(nc: NatsConnection, run: string, local?: { config: RunConfig; name: string }, opts?: FetchRunConfigOptions): Promise<RunConfig> {
-  let remote: RunConfig;
+export async function coordinatedRunConfig(nc: NatsConnection, run: string, local?: { config: RunConfig; name: string }, opts?: FetchRunConfigOptions): Promise<CoordinatedRun> {
+  let remote: CoordinatedRun;
   try {
     remote = await fetchRunConfig(nc, run, opts);
   } catch (err) {
     // A coordinator embedded without a run file (a library user, a test) has none to give: the trainer's own decides.
     if (!(local && err instanceof CoordinatorRefusal && err.reason === 'no-config')) throw err;
     log.warn('the coordinator holds no run config to compare with; training with the local run file', { run, file: local.name });
-    return local.config;
+    return { config: local.config };
   }
-  if (local) checkSameRunConfig(remote, local.config, local.name);
-  log.info('run config', { run, hash: configHash(remote), from: local ? `${local.name} (same as the coordinator's)` : 'the coordinator' });
+  if (local) checkSameRunConfig(remote.config, local.config, local.name);
+  log.info('run config', { run, hash: configHash(remote.config), from: local ? `${local.name} (same as the coordinator's)` : 'the coordinator', bpeMerges: remote.tokenizer?.merges.length ?? 0 });
   return remote;
 }

@@ -49,6 +49,7 @@ import { deriveSeed } from '../util/rng.ts';
 import { checkResumable, isFleetCursor, optimizerTensors, readCheckpoint, restoreOptimizer, snapshotCheckpoint, writeSnapshot, type CheckpointData, type FleetCursor } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
+import type { Tokenizer } from '../model/tokenizer.ts';
 import { checkpointTokenizer, learnRunTokenizer, sameTokenizer, tokenizerManifest } from './vocab.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
 import type { SafeTensor } from './safetensors.ts';
@@ -64,6 +65,8 @@ export interface DistributedOptions {
   /** Run id: the coordinator's `--run`. */
   run: string;
   config: RunConfig;
+  /** The run's BPE merges as the coordinator hands them out (default: learnt here, as every rank would). */
+  tokenizer?: Tokenizer;
   /** This trainer's id (default: host-pid). */
   id?: string;
   /** 'latest' (default: continue from checkpoint.url if one exists), 'none', or a checkpoint URL. */
@@ -395,8 +398,8 @@ export async function trainDistributed(opts: DistributedOptions): Promise<Distri
   await initBackend(config.backend === 'auto' ? undefined : config.backend);
   const id = opts.id ?? `${hostname()}-${process.pid}`;
   const nc = await openNats({ servers: opts.nats, name: `trainer-${id}` });
-  // Learnt by every trainer from the same first captions, so the same on every rank (resume() checks it).
-  const models = buildModels(config, await learnRunTokenizer(config));
+  // The coordinator's merges, else learnt here from the same first captions as every other rank (resume() checks).
+  const models = buildModels(config, opts.tokenizer ?? (await learnRunTokenizer(config)));
   const ema: RunEma = { prior: new Ema(models.prior.params()), decoder: new Ema(models.decoder.params()) };
   const dataStore = await openStore(config.data.train);
   try {

@@ -1,7 +1,7 @@
 // The run's tokenizer: plain UTF-8 bytes, or byte-level BPE merges learnt from the first captions of the training
 // data when the run starts (`tokenizer.merges` in the run file). Learning reads data.train's shards in index order
-// and is deterministic, so every trainer of a distributed run learns the same merges without exchanging them.
-// Checkpoints carry the merges: generation, eval and resumes read them from there and never relearn.
+// and is deterministic: a distributed run's coordinator learns them once and hands them out, and a trainer left to
+// learn them itself gets the same ones. Checkpoints carry the merges: generation, eval and resumes read them there.
 import { openStore } from '../data/store/index.ts';
 import { listShards, readShard } from '../data/webdataset/index.ts';
 import { Tokenizer } from '../model/tokenizer.ts';

@@ -5,11 +5,17 @@ import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
+import { stringify } from 'yaml';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
 import { spawnWatched, type Watched } from '../helpers/watchdog.ts';
 import { CoordinatorClient } from '../../src/coordinator/client.ts';
 import { discoverShards } from '../../src/coordinator/dataset.ts';
+import { StateStore } from '../../src/coordinator/store.ts';
 import { openStore } from '../../src/data/store/index.ts';
+import { Tokenizer } from '../../src/model/tokenizer.ts';
+import { parseRunConfig } from '../../src/trainer/config.ts';
+import { learnRunTokenizer } from '../../src/trainer/vocab.ts';
+import { writeDataset } from '../trainer/distributed-harness.ts';
 
 let nats: NatsServer;
 let nc: NatsConnection;
@@ -138,5 +144,33 @@ test('easel coordinator restarted with another model architecture is refused nam
     assert.match(readFileSync(log, 'utf8'), /run cli-arch continues with 1 changed setting\(s\).*stages\.clip\.steps: the run has 2, .*arch\.yaml has 5/);
   } finally {
     await longer.proc.stop();
+  }
+});
+
+test('a run with tokenizer.merges: the coordinator learns them once, keeps them in JetStream KV and hands them out with the run file', async () => {
+  const data = join(dir, 'bpe-data');
+  await writeDataset(data, 2);
+  const path = join(dir, 'bpe.yaml');
+  const runFile = { name: 'cli-bpe', data: { train: data }, tokenizer: { merges: 30 }, coordinator: { httpPort: 0, httpHost: '127.0.0.1' } };
+  await writeFile(path, stringify(runFile));
+  const log = join(dir, 'bpe.log');
+  const client = new CoordinatorClient(nc, 'cli-bpe', 'test', 5000);
+
+  const first = await startCoordinator(log, path);
+  try {
+    const reply = await client.request<{ tokenizer?: unknown }>('config');
+    const expected = await learnRunTokenizer(parseRunConfig(runFile));
+    assert.ok(expected.merges.length > 0);
+    assert.deepEqual(reply.tokenizer, expected.toJson(), 'the merges a trainer would learn from the same data');
+  } finally {
+    await first.proc.stop();
+  }
+  // Restarted, it serves the merges stored in the run's state instead of learning again: told apart by storing others.
+  await (await StateStore.open(nc, 'cli-bpe')).putTokenizer(new Tokenizer([[97, 98]]).toJson());
+  const second = await startCoordinator(log, path);
+  try {
+    assert.deepEqual((await client.request<{ tokenizer?: unknown }>('config')).tokenizer, { format: 'easel-bpe/1', merges: [[97, 98]] });
+  } finally {
+    await second.proc.stop();
   }
 });

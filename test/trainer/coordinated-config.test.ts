@@ -12,6 +12,7 @@ import { startNats, type NatsServer } from '../helpers/nats.ts';
 import { Coordinator, type CoordinatorOptions } from '../../src/coordinator/service.ts';
 import { CoordinatorConfig } from '../../src/coordinator/config.ts';
 import { UsageError } from '../../src/cli/args.ts';
+import { Tokenizer } from '../../src/model/tokenizer.ts';
 import { parseRunConfig, type RunConfig } from '../../src/trainer/config.ts';
 import { coordinatedRunConfig, fetchRunConfig } from '../../src/trainer/coordinated-config.ts';
 import { closeNats, openNats } from '../../src/transport/connection.ts';
@@ -52,8 +53,8 @@ test("a trainer without a run file trains with the coordinator's", async () => {
   const config = parseRunConfig(runFile('fetch'));
   const c = await start('fetch', config);
   try {
-    assert.deepEqual(await fetchRunConfig(nc, 'fetch'), config);
-    assert.deepEqual(await coordinatedRunConfig(nc, 'fetch'), config);
+    assert.deepEqual(await fetchRunConfig(nc, 'fetch'), { config });
+    assert.deepEqual(await coordinatedRunConfig(nc, 'fetch'), { config });
   } finally {
     await c.stop();
   }
@@ -75,7 +76,7 @@ test('a trainer whose run file differs from the coordinator’s stops, naming th
     // The same config written differently (defaults spelt out, keys in another order) is the same config.
     const { checkpoint, ...rest } = runFile('differs');
     const same = parseRunConfig({ checkpoint, ...rest, coordinator: { leaseMs: 60_000 } });
-    assert.deepEqual(await coordinatedRunConfig(nc, 'differs', { config: same, name: '--config same.yaml' }), coordinator);
+    assert.deepEqual(await coordinatedRunConfig(nc, 'differs', { config: same, name: '--config same.yaml' }), { config: coordinator });
   } finally {
     await c.stop();
   }
@@ -87,7 +88,7 @@ test('a trainer started before its coordinator waits for it to answer', async ()
   await new Promise((r) => setTimeout(r, 800));
   const c = await start('late', config);
   try {
-    assert.deepEqual(await fetching, config);
+    assert.deepEqual(await fetching, { config });
   } finally {
     await c.stop();
   }
@@ -101,7 +102,7 @@ test('a coordinator holding no run config: a trainer with a file uses it, one wi
   const c = await start('bare', undefined);
   try {
     const local = parseRunConfig(runFile('bare'));
-    assert.deepEqual(await coordinatedRunConfig(nc, 'bare', { config: local, name: 'f' }), local);
+    assert.deepEqual(await coordinatedRunConfig(nc, 'bare', { config: local, name: 'f' }), { config: local });
     await assert.rejects(coordinatedRunConfig(nc, 'bare'), /coordinator refused config: this coordinator was started without a run file/);
   } finally {
     await c.stop();
@@ -121,6 +122,22 @@ test('easel trainer --nats --run, without --config, runs the coordinator’s run
     const bad = await runEasel(t, ['trainer', '--nats', nats.url, '--run', 'cli', '--config', other, '--id', 'w1'], { EASEL_BACKEND: 'cpu' });
     assert.equal(bad.code, 2, bad.log);
     assert.match(bad.log, /seed: --config .*other\.yaml has 99, the coordinator has 11/);
+  } finally {
+    await c.stop();
+  }
+});
+
+test('with the run file comes the coordinator’s tokenizer: a trainer trains with those merges and learns none of its own', { timeout: 60_000 }, async (t) => {
+  const config = parseRunConfig({ ...runFile('bpe', { clip: 0, prior: 0, decoder: 0 }), tokenizer: { merges: 30 } });
+  const merges = new Tokenizer([[97, 98], [259, 99]]).toJson();
+  const c = await start('bpe', config, { budgets: { clip: 0, prior: 0, decoder: 0 }, tokenizer: merges });
+  try {
+    const got = await fetchRunConfig(nc, 'bpe');
+    assert.deepEqual(got.tokenizer?.toJson(), merges);
+    // data.train does not exist here: a trainer that tried to learn merges from it would fail.
+    const r = await runEasel(t, ['trainer', '--nats', nats.url, '--run', 'bpe', '--id', 'w0'], { EASEL_BACKEND: 'cpu' });
+    assert.equal(r.code, 0, r.log);
+    assert.match(r.log, /bpeMerges=2/);
   } finally {
     await c.stop();
   }
