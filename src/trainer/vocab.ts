@@ -3,7 +3,7 @@
 // and is deterministic: a distributed run's coordinator learns them once and hands them out, and a trainer left to
 // learn them itself gets the same ones. Checkpoints carry the merges: generation, eval and resumes read them there.
 import { openStore } from '../data/store/index.ts';
-import { listShards, readShard } from '../data/webdataset/index.ts';
+import { listShards, readShard, ShardReadError } from '../data/webdataset/index.ts';
 import { Tokenizer } from '../model/tokenizer.ts';
 import { logger } from '../util/log.ts';
 import type { Manifest } from './checkpoint.ts';
@@ -12,20 +12,28 @@ import type { RunConfig } from './config.ts';
 const log = logger('tokenizer');
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
-/** The first `max` UTF-8 captions under `url`, in shard order (samples without one, or not UTF-8, are passed over as the loader does). */
+/**
+ * The first `max` UTF-8 captions under `url`, in shard order. As in the loader, samples without one (or not UTF-8)
+ * are passed over, and a corrupt shard gives the captions before the damage, then the next shard is read.
+ */
 export async function firstCaptions(url: string, max: number): Promise<string[]> {
   const store = await openStore(url);
   try {
     const out: string[] = [];
     for (const shard of await listShards(store)) {
-      for await (const sample of readShard(store, shard.key)) {
-        if (!sample.caption) continue;
-        try {
-          out.push(UTF8.decode(sample.caption));
-        } catch {
-          continue;
+      try {
+        for await (const sample of readShard(store, shard.key)) {
+          if (!sample.caption) continue;
+          try {
+            out.push(UTF8.decode(sample.caption));
+          } catch {
+            continue;
+          }
+          if (out.length >= max) return out;
         }
-        if (out.length >= max) return out;
+      } catch (err) {
+        if (!(err instanceof ShardReadError)) throw err;
+        log.warn('corrupt shard: learning from the captions before the damage, then the next shard', { shard: shard.key, error: err.message });
       }
     }
     return out;

@@ -1,5 +1,6 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { initBackend } from '../../src/model/backend.ts';
 import { Tokenizer } from '../../src/model/tokenizer.ts';
@@ -39,6 +40,17 @@ test('the run tokenizer: bytes for 0 merges; otherwise learnt from the first cap
     assert.ok(sameTokenizer(a, b));
     assert.ok(sameTokenizer(a, Tokenizer.learn(captions, 50)), 'learnt from exactly those captions');
     assert.ok(!sameTokenizer(a, Tokenizer.BYTES));
+    // A corrupt shard gives the captions before the damage, then the next shard's follow.
+    const all = await firstCaptions(data, 100);
+    assert.equal(all.length, 32);
+    const tar = join(data, '00000.tar');
+    const bytes = await readFile(tar);
+    await writeFile(tar, bytes.subarray(0, Math.floor(bytes.length / 2)));
+    const damaged = await firstCaptions(data, 100);
+    assert.ok(damaged.length > 16 && damaged.length < 32, `${damaged.length} captions`);
+    assert.deepEqual(damaged.slice(0, -16), all.slice(0, damaged.length - 16), 'the first shard up to the damage');
+    assert.deepEqual(damaged.slice(-16), all.slice(16), 'then the whole second shard');
+    await writeFile(tar, bytes);
     // Fewer captions teach other merges: learnFrom is honoured.
     assert.ok(!sameTokenizer(a, await learnRunTokenizer({ ...cfg, tokenizer: { merges: 50, learnFrom: 2 } })));
   }));
