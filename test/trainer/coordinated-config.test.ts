@@ -135,7 +135,7 @@ test('with the run file comes the coordinator’s tokenizer: a trainer trains wi
     const got = await fetchRunConfig(nc, 'bpe');
     assert.deepEqual(got.tokenizer?.toJson(), merges);
     // data.train does not exist here: a trainer that tried to learn merges from it would fail.
-    const r = await runEasel(t, ['trainer', '--nats', nats.url, '--run', 'bpe', '--id', 'w0'], { EASEL_BACKEND: 'cpu' });
+    const r = await runEasel(t, ['trainer', '--nats', nats.url, '--run', 'bpe', '--id', 'w0'], { EASEL_BACKEND: 'cpu', EASEL_LOG: 'info' });
     assert.equal(r.code, 0, r.log);
     assert.match(r.log, /bpeMerges=2/);
   } finally {
