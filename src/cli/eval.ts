@@ -15,9 +15,10 @@ const HELP = `usage: easel eval --checkpoint <url> --data <url> [--out eval.json
   --guidance <g>         decoder classifier-free guidance (default 3)
   --prior-guidance <g>   prior classifier-free guidance (default 1)
   --sampler <s>          decoder sampler: ddim or ddpm (default ddim)
+  --rerank <K>           also score decoder_reranked: the best of K candidates per caption by CLIP (default off)
   --seed <n>             seed (default 0)`;
 
-const FLAGS = { samples: 'samples', generate: 'generate', steps: 'steps', 'prior-steps': 'priorSteps', guidance: 'guidance', 'prior-guidance': 'priorGuidance', sampler: 'sampler', seed: 'seed' } as const;
+const FLAGS = { samples: 'samples', generate: 'generate', steps: 'steps', 'prior-steps': 'priorSteps', guidance: 'guidance', 'prior-guidance': 'priorGuidance', sampler: 'sampler', rerank: 'rerank', seed: 'seed' } as const;
 
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(

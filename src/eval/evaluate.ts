@@ -14,6 +14,9 @@
 //                            held-out *images* (no prior): where they are good and decoder.* is not, the prior is
 //                            what fails the held-out pairs; where both are poor, the decoder (or CLIP's embedding
 //                            of the pair) is.
+//   decoder_reranked         only with `rerank` K > 0: the decoder figures when each caption gets K candidates
+//                            and keeps the one CLIP finds most similar to it, as `easel generate --rerank K` (and
+//                            the demo's sample grid) does; decoder.* stays the one-draw figure.
 import * as tf from '@tensorflow/tfjs-core';
 import { z } from 'zod';
 import { decodeImage } from '../data/loader.ts';
@@ -22,7 +25,7 @@ import { BACKGROUNDS, COLORS, SHAPES, SIZES, type GroundTruth } from '../data/sy
 import { listShards, readShard } from '../data/webdataset/index.ts';
 import type { Models } from '../trainer/models.ts';
 import { deriveSeed } from '../util/rng.ts';
-import { decode, priorEmbeddings, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
+import { decode, generate, priorEmbeddings, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
 import { analyseShape, type ShapeReading } from './shape-analyser.ts';
 
 export const EvalConfig = z.strictObject({
@@ -35,6 +38,7 @@ export const EvalConfig = z.strictObject({
   priorGuidance: z.number().min(0).default(1).describe('prior classifier-free guidance scale'),
   sampler: z.enum(['ddim', 'ddpm']).default('ddim').describe('decoder sampler'),
   seed: z.number().int().min(0).default(0).describe('seed of the prior and decoder draws'),
+  rerank: z.number().int().min(0).max(64).default(0).describe('K > 0: also score decoder_reranked, the best of K candidates per caption by CLIP similarity'),
 });
 export type EvalConfig = z.output<typeof EvalConfig>;
 
@@ -43,6 +47,8 @@ export interface EvalReport {
   prior: { cosine: number; text_baseline_cosine: number };
   decoder: DecoderScores & { by_pair: Record<string, DecoderScores & { n: number }> };
   decoder_from_image_embedding: EvalReport['decoder'];
+  /** Only when config.rerank > 0. */
+  decoder_reranked?: EvalReport['decoder'];
   /** How many samples each figure is over, and the settings used. */
   counts: { retrieval: number; prior: number; decoder: number };
   config: EvalConfig;
@@ -201,11 +207,19 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
     fromImage.push(...judge(await toRgbImages(fromIe)));
     tf.dispose([ie, fromIe]);
   }
+  // Re-ranked: each caption alone, its K candidates in one batch (seeded per caption, apart from the draws above).
+  const reranked: Parameters<typeof scoreDecoder>[0] = [];
+  for (let i = 0; cfg.rerank > 0 && i < gen.length; i++) {
+    const { steps, priorSteps, guidance, priorGuidance, sampler } = cfg;
+    const [best] = (await generate(models, [gen[i].caption], { n: 1, rerank: cfg.rerank, steps, priorSteps, guidance, priorGuidance, sampler, seed: deriveSeed(cfg.seed, 5, i) }))[0].images;
+    reranked.push({ truth: gen[i].truth, reading: analyseShape(best.data, best.width, best.height) });
+  }
   return {
     clip: { retrieval_top1: retrievalTop1(txtEmb, imgEmb, fits()), retrieval_top1_color_shape: retrievalTop1(txtEmb, imgEmb, fits('color-shape')) },
     prior: { cosine: meanCosine(priorEmb, imgEmb), text_baseline_cosine: meanCosine(txtEmb, imgEmb) },
     decoder: scoreDecoder(judged),
     decoder_from_image_embedding: scoreDecoder(fromImage),
+    ...(cfg.rerank > 0 ? { decoder_reranked: scoreDecoder(reranked) } : {}),
     counts: { retrieval: list.length, prior: list.length, decoder: gen.length },
     config: cfg,
   };

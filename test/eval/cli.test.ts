@@ -103,6 +103,19 @@ test('easel eval writes eval.json with every figure, each in range', async () =>
   assert.deepEqual(Object.keys(fromImage.by_pair), Object.keys(r.decoder.by_pair));
   for (const [pair, v] of Object.entries(fromImage.by_pair) as [string, { n: number }][]) assert.equal(v.n, r.decoder.by_pair[pair].n, pair);
   assert.deepEqual(r.counts, { retrieval: 6, prior: 6, decoder: 4 });
+  assert.equal(r.decoder_reranked, undefined, 'scored only when asked for');
+});
+
+test('easel eval --rerank K also scores the best of K candidates per caption, over the same captions', async () => {
+  const out = join(dir, 'eval-rerank.json');
+  assert.equal(await evalCli(['--checkpoint', ckpt, '--data', join(dir, 'data', 'eval'), '--out', out, '--generate', '3', '--steps', '2', '--prior-steps', '2', '--rerank', '3']), 0);
+  const r = JSON.parse(await readFile(out, 'utf8'));
+  assert.equal(r.config.rerank, 3);
+  const rr = r.decoder_reranked;
+  assert.ok([rr.color_accuracy, rr.shape_accuracy, rr.blank].every((x: number) => x >= 0 && x <= 1), JSON.stringify(rr));
+  assert.deepEqual(Object.keys(rr.by_pair), Object.keys(r.decoder.by_pair));
+  for (const [pair, v] of Object.entries(rr.by_pair) as [string, { n: number }][]) assert.equal(v.n, r.decoder.by_pair[pair].n, pair);
+  await assert.rejects(evalCli(['--checkpoint', ckpt, '--data', join(dir, 'data', 'eval'), '--rerank', '-1']), /rerank/);
 });
 
 test('easel eval refuses an unknown sampler, naming the field', async () => {
