@@ -222,11 +222,13 @@ const TRAINING_ONLY_MODEL_FIELDS = new Set(['condDrop', 'imageEmbDrop', 'caption
 
 /**
  * Fields whose change makes saved weights unusable or meaningless: every model's architecture (shapes, but also
- * what it predicts: timesteps, schedule, objective), the image size, and the tokenizer (the token tables' rows).
+ * what it predicts: timesteps, schedule, objective), the image size, and the tokenizer's merge count (the token tables' rows).
  */
 function isArchitecture(path: string): boolean {
   const m = /^stages\.[a-z]+\.model\.([^.]+)/.exec(path);
-  return (m !== null && !TRAINING_ONLY_MODEL_FIELDS.has(m[1])) || path === 'data.imageSize' || path.startsWith('tokenizer.');
+  // tokenizer.merges sizes the token tables; learnFrom only decides what a fresh run learns from (a resume keeps the
+  // checkpoint's merges). 'tokenizer' whole: a saved config too old or odd to parse, compared as one value.
+  return (m !== null && !TRAINING_ONLY_MODEL_FIELDS.has(m[1])) || path === 'data.imageSize' || path === 'tokenizer.merges' || path === 'tokenizer';
 }
 
 /** Compares the config a run was saved with (`saved`, filled with today's defaults where it lacks a field) with `config`. */

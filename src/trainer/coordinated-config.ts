@@ -36,7 +36,13 @@ export async function fetchRunConfig(nc: NatsConnection, run: string, opts: Fetc
     try {
       const reply = await client.request<{ config: unknown; tokenizer?: unknown }>('config');
       const config = parseRunConfig(reply.config, `run config of the coordinator of run '${run}'`);
-      return reply.tokenizer === undefined ? { config } : { config, tokenizer: Tokenizer.fromJson(reply.tokenizer, `the coordinator of run '${run}'`) };
+      if (reply.tokenizer === undefined) return { config };
+      try {
+        return { config, tokenizer: Tokenizer.fromJson(reply.tokenizer, `the coordinator of run '${run}'`) };
+      } catch (err) {
+        // An answer, just not one this trainer can use: asking again would not change it.
+        throw new UsageError((err as Error).message);
+      }
     } catch (err) {
       if (err instanceof CoordinatorRefusal || err instanceof UsageError || nc.isClosed()) throw err;
       if (Date.now() > deadline) {

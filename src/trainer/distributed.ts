@@ -397,9 +397,11 @@ export async function trainDistributed(opts: DistributedOptions): Promise<Distri
   const { config } = opts;
   await initBackend(config.backend === 'auto' ? undefined : config.backend);
   const id = opts.id ?? `${hostname()}-${process.pid}`;
-  const nc = await openNats({ servers: opts.nats, name: `trainer-${id}` });
   // The coordinator's merges, else learnt here from the same first captions as every other rank (resume() checks).
-  const models = buildModels(config, opts.tokenizer ?? (await learnRunTokenizer(config)));
+  // Before connecting, so a failure leaves no NATS connection open behind it.
+  const tokenizer = opts.tokenizer ?? (await learnRunTokenizer(config));
+  const nc = await openNats({ servers: opts.nats, name: `trainer-${id}` });
+  const models = buildModels(config, tokenizer);
   const ema: RunEma = { prior: new Ema(models.prior.params()), decoder: new Ema(models.decoder.params()) };
   const dataStore = await openStore(config.data.train);
   try {
@@ -845,7 +847,7 @@ class DistributedTrainer {
     checkResumable(ckpt, config);
     const m = ckpt.manifest;
     if (!sameTokenizer(checkpointTokenizer(m, ckpt.url), this.models.tokenizer)) {
-      throw new Error(`cannot resume from ${ckpt.url}: its BPE merges differ from those learnt from data.train = ${config.data.train} (did the training captions change?)`);
+      throw new Error(`cannot resume from ${ckpt.url}: its tokenizer merges differ from this trainer's (from the coordinator, or learnt from data.train = ${config.data.train} per tokenizer.merges: did the training captions change?)`);
     }
     restoreRunWeights(this.models, this.ema, ckpt);
     const stage = STAGES.indexOf(m.stage as StageName);

@@ -13,8 +13,10 @@ const log = logger('tokenizer');
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * The first `max` UTF-8 captions under `url`, in shard order. As in the loader, samples without one (or not UTF-8)
- * are passed over, and a corrupt shard gives the captions before the damage, then the next shard is read.
+ * The first `max` UTF-8 captions under `url`, in shard order; samples without one (or not UTF-8) are passed over,
+ * as the loader does. A shard that cannot be read fails it, naming the shard: unlike the loader, which counts the
+ * shard and goes on, learning must see the same captions every time (a store hiccup and a truncated tar look alike
+ * here), or two learners — a coordinator restarted without its state, a trainer on its own — would differ.
  */
 export async function firstCaptions(url: string, max: number): Promise<string[]> {
   const store = await openStore(url);
@@ -33,7 +35,7 @@ export async function firstCaptions(url: string, max: number): Promise<string[]>
         }
       } catch (err) {
         if (!(err instanceof ShardReadError)) throw err;
-        log.warn('corrupt shard: learning from the captions before the damage, then the next shard', { shard: shard.key, error: err.message });
+        throw new Error(`cannot learn tokenizer merges from ${url}: ${err.message}; they must come from the same captions every time, so fix or remove the shard (or set tokenizer.merges: 0)`, { cause: err });
       }
     }
     return out;

@@ -141,4 +141,12 @@ test('with the run file comes the coordinator’s tokenizer: a trainer trains wi
   } finally {
     await c.stop();
   }
+  // Merges this trainer cannot read are an answer, not a silence: refused at once, not retried for a minute.
+  const odd = await start('bpe-odd', config, { tokenizer: { format: 'easel-bpe/2', merges: [] } });
+  try {
+    // (Retried, it would end as a plain "no coordinator answered" error after the 60 s patience.)
+    await assert.rejects(fetchRunConfig(nc, 'bpe-odd'), (e: Error) => e instanceof UsageError && /invalid tokenizer in the coordinator of run 'bpe-odd'/.test(e.message));
+  } finally {
+    await odd.stop();
+  }
 });
