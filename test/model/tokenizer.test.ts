@@ -67,13 +67,22 @@ function pieces(tok: Tokenizer, text: string): string[] {
   return ids.slice(1, ids.indexOf(EOS)).map((id) => tok.decode([id]));
 }
 
-test('the byte tokenizer is the zero-merge tokenizer: same ids as the free functions', () => {
+/** The byte tokenizer as it was before BPE, written out plainly: BOS, the UTF-8 bytes cut at a whole character, EOS, PAD. */
+function byteReference(text: string, ctx: number): Int32Array {
+  const bytes = new TextEncoder().encode(text);
+  let n = Math.min(bytes.length, ctx - 2);
+  while (n < bytes.length && n > 0 && (bytes[n] & 0xc0) === 0x80) n--;
+  return Int32Array.from([BOS, ...bytes.subarray(0, n), EOS, ...new Array(ctx - n - 2).fill(PAD)]);
+}
+
+test('the byte tokenizer is the zero-merge tokenizer, with the ids checkpoints before BPE were trained on', () => {
   assert.equal(Tokenizer.BYTES.vocabSize, VOCAB_SIZE);
   assert.deepEqual(Tokenizer.BYTES.merges, []);
-  for (const text of ['a red circle', 'crème brûlée', '红色的三角形', '🟥 x', '  two  spaces ', '']) {
+  for (const text of ['a red circle', 'crème brûlée', '红色的三角形', '🟥 x', '  two  spaces ', 'tab\tand\nnewline', '']) {
     for (const ctx of [2, 5, 9, 64]) {
       const ids = Tokenizer.BYTES.encode(text, ctx);
-      assert.deepEqual(ids, encode(text, ctx));
+      assert.deepEqual(ids, byteReference(text, ctx), `${JSON.stringify(text)} at ${ctx}`);
+      assert.deepEqual(encode(text, ctx), ids);
       assert.deepEqual(new Tokenizer().encode(text, ctx), ids);
       assert.equal(Tokenizer.BYTES.decode(ids), decode(ids));
     }
