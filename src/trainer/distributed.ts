@@ -50,7 +50,7 @@ import { checkResumable, isFleetCursor, optimizerTensors, readCheckpoint, restor
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
-import { checkpointTokenizer, learnRunTokenizer, sameTokenizer, tokenizerManifest } from './vocab.ts';
+import { checkpointTokenizer, learnRunTokenizer, sameTokenizer, tokenizerFingerprint, tokenizerManifest } from './vocab.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
 import type { SafeTensor } from './safetensors.ts';
 import { learningRateAt } from './schedule.ts';
@@ -764,8 +764,9 @@ class DistributedTrainer {
   private async sync(ring: Ring, rewound: boolean, step = 0): Promise<void> {
     const p = this.progress;
     // [stage, stageStep, globalStep, has β-products, has moments, optimizer floats (hi, lo), epoch, rewound,
-    //  skipped per stage…]
-    const header = new Float32Array(9 + STAGES.length);
+    //  skipped per stage…, tokenizer fingerprint]
+    const header = new Float32Array(10 + STAGES.length);
+    const fingerprint = tokenizerFingerprint(this.models.tokenizer);
     let body: Float32Array;
     if (ring.rank === 0) {
       // A stage in progress has its optimiser (maybe restored from a checkpoint just now) before it is sent.
@@ -780,11 +781,18 @@ class DistributedTrainer {
       this.feed.enter(epoch);
       header.set([p.stage, p.stageStep, p.globalStep, saved.some(([n]) => n === 'adam.acc_beta1') ? 1 : 0, saved.some(([n]) => n.endsWith('/m')) ? 1 : 0, Math.floor(optLen / 2 ** 20), optLen % 2 ** 20, epoch, rewound ? 1 : 0]);
       STAGES.forEach((s, i) => (header[9 + i] = p.skipped[s] ?? 0));
+      header[9 + STAGES.length] = fingerprint;
       await ring.broadcast(header, { step });
       await ring.broadcast(body, { step });
       return;
     }
     await ring.broadcast(header, { step });
+    // Same-sized token tables with other merges would train on differently encoded captions without a sign.
+    if (header[9 + STAGES.length] !== fingerprint) {
+      throw new Error(
+        `rank 0 encodes captions with other tokenizer merges (fingerprint ${header[9 + STAGES.length]}, this trainer's ${fingerprint}): every trainer must learn them from the same data.train and tokenizer settings, or get them from the run's coordinator`,
+      );
+    }
     const [stage, stageStep, globalStep, hasBeta, hasMoments, optHi, optLo, epoch, rewound0] = header;
     // After a rewind the coordinator's table no longer has the lease this rank held: read from a new one.
     if (rewound0) await this.feed.drop();

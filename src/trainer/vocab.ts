@@ -69,3 +69,18 @@ export function tokenizerManifest(t: Tokenizer): Pick<Manifest, 'tokenizer'> {
 export function sameTokenizer(a: Tokenizer, b: Tokenizer): boolean {
   return a.merges.length === b.merges.length && a.merges.every(([x, y], k) => x === b.merges[k][0] && y === b.merges[k][1]);
 }
+
+/**
+ * A 24-bit FNV-1a hash of the merges: exact as a float32, so it travels in the float header rank 0 broadcasts when a
+ * generation forms, where every other rank compares it with its own (distributed.ts, sync).
+ */
+export function tokenizerFingerprint(t: Tokenizer): number {
+  let h = 0x811c9dc5;
+  for (const [a, b] of t.merges) {
+    for (const id of [a, b]) {
+      h ^= id;
+      h = Math.imul(h, 0x01000193) >>> 0;
+    }
+  }
+  return (h ^ (h >>> 24)) & 0xffffff;
+}
