@@ -25,19 +25,17 @@ import { BACKGROUNDS, COLORS, SHAPES, SIZES, type GroundTruth } from '../data/sy
 import { listShards, readShard } from '../data/webdataset/index.ts';
 import type { Models } from '../trainer/models.ts';
 import { deriveSeed } from '../util/rng.ts';
-import { decode, generate, priorEmbeddings, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
+import { decode, generate, priorEmbeddings, SampleConfig, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
 import { analyseShape, type ShapeReading } from './shape-analyser.ts';
+
+const SAMPLING = SampleConfig.pick({ steps: true, priorSteps: true, guidance: true, priorGuidance: true, sampler: true, seed: true });
 
 export const EvalConfig = z.strictObject({
   samples: z.number().int().min(1).default(64).describe('held-out samples evaluated at most (the first ones, in shard order)'),
   generate: z.number().int().min(0).default(32).describe('of those, how many captions the decoder draws an image for'),
   batchSize: z.number().int().min(1).default(16).describe('images sampled at once'),
-  steps: z.number().int().min(1).max(1000).default(25).describe('decoder sampling steps'),
-  priorSteps: z.number().int().min(1).max(1000).default(25).describe('prior sampling steps'),
-  guidance: z.number().min(0).max(50).default(3).describe('decoder classifier-free guidance scale'),
-  priorGuidance: z.number().min(0).max(50).default(1).describe('prior classifier-free guidance scale'),
-  sampler: z.enum(['ddim', 'ddpm']).default('ddim').describe('decoder sampler'),
-  seed: z.number().int().min(0).default(0).describe('seed of the prior and decoder draws'),
+  // The sampling settings are generate's own, so an eval samples exactly as `easel generate` may.
+  ...SAMPLING.shape,
   rerank: z.number().int().min(0).max(64).default(0).describe('K > 0: also score decoder_reranked, the best of K candidates per caption by CLIP similarity'),
 });
 export type EvalConfig = z.output<typeof EvalConfig>;

@@ -205,12 +205,7 @@ export class Tokenizer {
    */
   encode(text: string, contextLength: number): Int32Array {
     checkContextLength(contextLength);
-    const tokens: number[] = [];
-    for (const [piece] of text.matchAll(PIECE)) {
-      for (const id of this.encodePiece(piece)) tokens.push(id);
-      // The cut below looks at most at token contextLength − 2, so the rest of a long text needs no encoding.
-      if (tokens.length > contextLength - 2) break;
-    }
+    const tokens = this.tokensOf(text, contextLength - 2);
     let n = Math.min(tokens.length, contextLength - 2);
     while (n < tokens.length && n > 0 && isContinuation(this.bytesOf[tokens[n]][0])) n--;
     const ids = new Int32Array(contextLength).fill(PAD);
@@ -234,6 +229,18 @@ export class Tokenizer {
     const ids = new Int32Array(texts.length * contextLength);
     texts.forEach((text, i) => ids.set(this.encode(text, contextLength), i * contextLength));
     return tf.tensor2d(ids, [texts.length, contextLength], 'int32');
+  }
+
+  /** The text's tokens: all of them, or at least `max + 1` (the cut looks no further, so the rest needs no encoding). */
+  private tokensOf(text: string, max: number): number[] {
+    // Without merges the pieces would only be cut apart and joined again: the bytes are the tokens.
+    if (this.merges.length === 0) return Array.from(utf8.encode(text));
+    const tokens: number[] = [];
+    for (const [piece] of text.matchAll(PIECE)) {
+      for (const id of this.encodePiece(piece)) tokens.push(id);
+      if (tokens.length > max) break;
+    }
+    return tokens;
   }
 
   private encodePiece(piece: string): readonly number[] {

@@ -15,6 +15,7 @@ import { FileStore } from '../../src/data/store/file.ts';
 import { writeSynthDataset, type SynthManifest } from '../../src/data/synth/dataset.ts';
 import { readShard } from '../../src/data/webdataset/reader.ts';
 import { createTestBucket, startRgw, type Rgw } from '../helpers/rgw.ts';
+import { killAfter } from '../helpers/watchdog.ts';
 
 let dir: string;
 let data: string;
@@ -107,9 +108,7 @@ describe('easel filter', () => {
 
     const out = join(dir, 'out-killed');
     const child = spawn(process.execPath, ['bin/easel.js', 'filter', '--in', big, '--out', out, '--workers', '2'], { stdio: 'ignore' });
-    t.after(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    });
+    killAfter(t, child);
     const exited = new Promise((resolve) => child.on('exit', resolve));
     while (!existsSync(join(out, '00000_stats.json'))) {
       if (child.exitCode !== null) break;

@@ -1,6 +1,7 @@
 // Runs the real `easel` CLI as a child process (bin/easel.js) and collects what it printed.
 import { spawn } from 'node:child_process';
 import type { TestContext } from 'node:test';
+import { killAfter } from './watchdog.ts';
 
 /**
  * `easel <args>` with `env` added to this process's environment; resolves when it exits. It is killed after `t` if
@@ -11,8 +12,6 @@ export function runEasel(t: TestContext, args: string[], env: NodeJS.ProcessEnv 
   let log = '';
   child.stdout!.on('data', (d) => (log += d));
   child.stderr!.on('data', (d) => (log += d));
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
+  killAfter(t, child);
   return new Promise((resolve) => child.once('exit', (code) => resolve({ code, log })));
 }

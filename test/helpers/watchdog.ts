@@ -3,6 +3,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { createServer } from 'node:net';
+import type { TestContext } from 'node:test';
 
 // Runs "$@" in the background and SIGKILLs it as soon as stdin reaches EOF — when stop() closes the pipe, or
 // when the test process dies for any reason, even SIGKILL. Prints the daemon's PID first.
@@ -19,6 +20,13 @@ export async function freePort(): Promise<number> {
       const { port } = srv.address() as { port: number };
       srv.close(() => resolve(port));
     });
+  });
+}
+
+/** SIGKILLs each child still running when the test ends, whatever the outcome (t.after runs on a timeout too). */
+export function killAfter(t: TestContext, ...children: ChildProcess[]): void {
+  t.after(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   });
 }
 

@@ -1,12 +1,14 @@
 // Shared by the trainer tests: a few dozen synthetic shape images in shards, a run config with tiny models so a
 // whole CLIP → prior → decoder run takes seconds, and a two-layer regression for the step and checkpoint tests.
+import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs-core';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore } from '../../src/data/store/index.ts';
 import { SynthConfig, writeSynthDataset } from '../../src/data/synth/index.ts';
-import { parseRunConfig, type RunConfig } from '../../src/trainer/config.ts';
+import { parseRunConfig, STAGES, type RunConfig } from '../../src/trainer/config.ts';
+import type { TrainResult } from '../../src/trainer/train.ts';
 
 export const IMAGE_SIZE = 16;
 
@@ -72,4 +74,19 @@ export function regression(seed: number, dataSeed = seed + 2) {
   const p = (k: string) => params.get(k)!;
   const loss = () => tf.losses.meanSquaredError(y, tf.matMul(tf.relu(tf.add(tf.matMul(x, p('l1.w')), p('l1.b'))), p('l2.w'))) as tf.Scalar;
   return { params, loss, dispose: () => tf.dispose([...params.values(), x, y]) };
+}
+
+/** Every weight of a run (three models + EMA) as bytes, in a fixed order. */
+export function weights(r: TrainResult): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  for (const s of STAGES) for (const [n, v] of r.models[s].params()) out.set(`${s}.${n}`, Buffer.from((v.dataSync() as Float32Array).buffer));
+  for (const s of ['prior', 'decoder'] as const) for (const [n, v] of r.ema[s].shadow) out.set(`ema.${s}.${n}`, Buffer.from((v.dataSync() as Float32Array).buffer));
+  return out;
+}
+
+/** Bit-for-bit equality of two runs' weights, naming the ones that differ. */
+export function assertSameWeights(a: Map<string, Buffer>, b: Map<string, Buffer>): void {
+  assert.deepEqual([...a.keys()], [...b.keys()]);
+  const differing = [...a.keys()].filter((k) => !a.get(k)!.equals(b.get(k)!));
+  assert.deepEqual(differing, [], 'weights that differ');
 }

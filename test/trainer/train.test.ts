@@ -6,27 +6,13 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/model/backend.ts';
 import { STAGES, type StageName } from '../../src/trainer/config.ts';
 import { readCheckpoint } from '../../src/trainer/checkpoint.ts';
-import { train, type StepReport, type TrainResult } from '../../src/trainer/train.ts';
+import { train, type StepReport } from '../../src/trainer/train.ts';
 import { loadCheckpoint } from '../../src/trainer/models.ts';
-import { tinyConfig, withTempDir, writeTinyDataset } from './fixtures.ts';
+import { assertSameWeights, tinyConfig, weights, withTempDir, writeTinyDataset } from './fixtures.ts';
 
 before(async () => {
   await initBackend();
 });
-
-/** Every weight of a run (three models + EMA) as bytes, in a fixed order. */
-function weights(r: TrainResult): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const s of STAGES) for (const [n, v] of r.models[s].params()) out.set(`${s}.${n}`, Buffer.from((v.dataSync() as Float32Array).buffer));
-  for (const s of ['prior', 'decoder'] as const) for (const [n, v] of r.ema[s].shadow) out.set(`ema.${s}.${n}`, Buffer.from((v.dataSync() as Float32Array).buffer));
-  return out;
-}
-
-function assertSameWeights(a: Map<string, Buffer>, b: Map<string, Buffer>): void {
-  assert.deepEqual([...a.keys()], [...b.keys()]);
-  const differing = [...a.keys()].filter((k) => !a.get(k)!.equals(b.get(k)!));
-  assert.deepEqual(differing, [], 'weights that differ');
-}
 
 test('two runs with the same seed end with bit-identical weights, and tensors stay flat across steps', () =>
   withTempDir(async (dir) => {

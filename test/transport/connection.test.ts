@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import type { NatsConnection } from 'nats';
 import { startNats } from '../helpers/nats.ts';
+import { killAfter } from '../helpers/watchdog.ts';
 import { NatsUnreachableError, closeNats, defaultNatsOptions, openNats, parseNatsOptions } from '../../src/transport/connection.ts';
 import { CollectiveTimeoutError } from '../../src/transport/allreduce.ts';
 import { openRings, ringOrderMean, sameBytes, seededVector } from './ring-fixtures.ts';
@@ -114,9 +115,7 @@ test('ranks in separate processes all-reduce to the same bytes', async (t) => {
         stdio: ['pipe', 'pipe', 'inherit'],
       }),
     );
-    t.after(() => {
-      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-    });
+    killAfter(t, ...procs);
     const outputs = procs.map(
       (p) =>
         new Promise<string[]>((resolve, reject) => {
