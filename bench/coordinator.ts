@@ -209,7 +209,7 @@ async function natsSlice(requests: number) {
       nc,
       run: 'bench',
       config: CoordinatorConfig.parse({ maxTrainers: 64, httpPort: 0 }),
-      budgets: { clip: 1, prior: 1, decoder: 1 },
+      budgets: { clip: 1, prior: 1, decoder: 1, upsampler: 0 },
       shards,
       ticking: false,
     });

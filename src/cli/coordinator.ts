@@ -1,11 +1,12 @@
 // `easel coordinator --config run.yaml --nats <url>`: owns one run until it is stopped (SIGINT/SIGTERM). Its
 // state lives in NATS JetStream KV, so a coordinator started again with the same run file resumes the run.
 import { UsageError, onSupervisorGone, parseFlags } from './args.ts';
-import { loadRunConfig, resumeCompatibility, showDifference, stageBatchSize, type RunConfig } from '../trainer/config.ts';
+import { loadRunConfig, resumeCompatibility, showDifference, type RunConfig } from '../trainer/config.ts';
 import { parseCoordinatorConfig } from '../coordinator/config.ts';
 import { discoverShards } from '../coordinator/dataset.ts';
 import { Coordinator, startHttpServer } from '../coordinator/service.ts';
 import { StateStore } from '../coordinator/store.ts';
+import { stagePlan } from '../coordinator/stages.ts';
 import { openStore } from '../data/store/index.ts';
 import { Tokenizer, type TokenizerJson } from '../model/tokenizer.ts';
 import { learnRunTokenizer } from '../trainer/vocab.ts';
@@ -82,8 +83,7 @@ export async function run(argv: string[]): Promise<number> {
     await closeNats(nc);
     throw err;
   }
-  const budgets = { clip: runConfig.stages.clip.steps, prior: runConfig.stages.prior.steps, decoder: runConfig.stages.decoder.steps };
-  const batchSizes = { clip: stageBatchSize(runConfig, 'clip'), prior: stageBatchSize(runConfig, 'prior'), decoder: stageBatchSize(runConfig, 'decoder') };
+  const { budgets, batchSizes } = stagePlan(runConfig);
   let superseded: ((by: { id: string; term: number }) => void) | undefined;
   const c = await Coordinator.start({ nc, run: runConfig.name, config, runConfig, tokenizer, budgets, batchSizes, shards: dataset.shards, filterDropped: dataset.dropped, onSuperseded: (by) => superseded?.(by) });
   const http = await startHttpServer(c, { port: config.httpPort, host: config.httpHost });

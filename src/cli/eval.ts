@@ -15,10 +15,11 @@ const HELP = `usage: easel eval --checkpoint <url> --data <url> [--out eval.json
   --guidance <g>         decoder classifier-free guidance (default 3)
   --prior-guidance <g>   prior classifier-free guidance (default 1)
   --sampler <s>          decoder sampler: ddim or ddpm (default ddim)
+  --upsampler-steps <s>  upsampler sampling steps, for a checkpoint with a trained upsampler (default 25)
   --rerank <K>           also score decoder_reranked: the best of K candidates per caption by CLIP (default off)
   --seed <n>             seed (default 0)`;
 
-const FLAGS = { samples: 'samples', generate: 'generate', steps: 'steps', 'prior-steps': 'priorSteps', guidance: 'guidance', 'prior-guidance': 'priorGuidance', sampler: 'sampler', rerank: 'rerank', seed: 'seed' } as const;
+const FLAGS = { samples: 'samples', generate: 'generate', steps: 'steps', 'prior-steps': 'priorSteps', guidance: 'guidance', 'prior-guidance': 'priorGuidance', sampler: 'sampler', 'upsampler-steps': 'upsamplerSteps', rerank: 'rerank', seed: 'seed' } as const;
 
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(

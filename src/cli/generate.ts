@@ -1,5 +1,5 @@
 // `easel generate --checkpoint <url> --prompt "…" [--prompt "…"] --out <dir>`: text → frozen CLIP text
-// embedding → prior → decoder (EMA weights) → one PNG per image and grid.png (one row per prompt).
+// embedding → prior → decoder (→ upsampler; EMA weights) → one PNG per image and grid.png (one row per prompt).
 import { parseFlags, UsageError, validate } from './args.ts';
 
 const HELP = `usage: easel generate --checkpoint <url> --prompt "<caption>" [--prompt …] --out <dir> [options]
@@ -13,6 +13,7 @@ const HELP = `usage: easel generate --checkpoint <url> --prompt "<caption>" [--p
   --prior-guidance <g>   prior classifier-free guidance (default 1)
   --steps <s>            decoder sampling steps (default 25)
   --prior-steps <s>      prior sampling steps (default 25)
+  --upsampler-steps <s>  upsampler sampling steps, for a checkpoint with a trained upsampler (default 25)
   --sampler <ddim|ddpm>  decoder sampler (default ddim)
   --seed <n>             seed (default 0)`;
 
@@ -23,6 +24,7 @@ export const SAMPLE_FLAGS = {
   'prior-guidance': 'priorGuidance',
   steps: 'steps',
   'prior-steps': 'priorSteps',
+  'upsampler-steps': 'upsamplerSteps',
   seed: 'seed',
 } as const;
 

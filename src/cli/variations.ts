@@ -1,5 +1,5 @@
 // `easel variations --checkpoint <url> --image <file> --out <dir>`: image → CLIP image embedding → decoder
-// samples (EMA weights): n variations of one picture, as PNGs and grid.png.
+// (→ upsampler) samples (EMA weights): n variations of one picture, as PNGs and grid.png.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseFlags, UsageError, validate } from './args.ts';
@@ -14,6 +14,7 @@ const HELP = `usage: easel variations --checkpoint <url> --image <file> --out <d
   --guidance <g>         decoder classifier-free guidance (default 3; 1 = none)
   --steps <s>            decoder sampling steps (default 25)
   --sampler <ddim|ddpm>  decoder sampler (default ddim)
+  --upsampler-steps <s>  upsampler sampling steps, for a checkpoint with a trained upsampler (default 25)
   --seed <n>             seed (default 0)`;
 
 export async function run(argv: string[]): Promise<number> {

@@ -1,8 +1,10 @@
-// The run's stage machine: CLIP → prior → decoder, each trained for its step budget (0 skips it), all trainers
-// moving together. Steps are counted per stage and over the whole run; CLIP is frozen once the prior starts.
+// The run's stage machine: CLIP → prior → decoder → upsampler, each trained for its step budget (0 skips it), all
+// trainers moving together. Steps are counted per stage and over the whole run; CLIP is frozen once the prior starts.
+import { stageBatchSize, STAGES, type RunConfig, type StageName } from '../trainer/config.ts';
 
-export const STAGE_ORDER = ['clip', 'prior', 'decoder'] as const;
-export type Stage = (typeof STAGE_ORDER)[number];
+/** The run file's stages, in training order. */
+export const STAGE_ORDER = STAGES;
+export type Stage = StageName;
 export type Phase = 'training' | 'done';
 
 export type StageBudgets = Record<Stage, number>;
@@ -20,7 +22,7 @@ export interface StageState {
 /** The state at the start of a run: the first stage with a non-zero budget (done at once if every budget is 0). */
 export function initialStages(budgets: StageBudgets): StageState {
   const first = STAGE_ORDER.find((s) => budgets[s] > 0);
-  return first ? { phase: 'training', stage: first, stageStep: 0, step: 0 } : { phase: 'done', stage: 'decoder', stageStep: 0, step: 0 };
+  return first ? { phase: 'training', stage: first, stageStep: 0, step: 0 } : { phase: 'done', stage: STAGE_ORDER[STAGE_ORDER.length - 1], stageStep: 0, step: 0 };
 }
 
 /**
@@ -39,6 +41,12 @@ export function completeStep(state: StageState, budgets: StageBudgets): StageSta
 /** Whether a stage's weights are trained in the current state (CLIP is frozen once the prior starts). */
 export function isTrainable(state: StageState, stage: Stage): boolean {
   return state.phase === 'training' && state.stage === stage;
+}
+
+/** A run file's step budget and batch size of every stage. */
+export function stagePlan(config: RunConfig): { budgets: StageBudgets; batchSizes: StageBudgets } {
+  const perStage = (f: (s: Stage) => number) => Object.fromEntries(STAGE_ORDER.map((s) => [s, f(s)])) as StageBudgets;
+  return { budgets: perStage((s) => config.stages[s].steps), batchSizes: perStage((s) => stageBatchSize(config, s)) };
 }
 
 /** Steps the whole run takes. */

@@ -28,7 +28,7 @@ import { deriveSeed } from '../util/rng.ts';
 import { decode, generate, priorEmbeddings, SampleConfig, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
 import { analyseShape, type ShapeReading } from './shape-analyser.ts';
 
-const SAMPLING = SampleConfig.pick({ steps: true, priorSteps: true, guidance: true, priorGuidance: true, sampler: true, seed: true });
+const SAMPLING = SampleConfig.pick({ steps: true, priorSteps: true, guidance: true, priorGuidance: true, sampler: true, upsamplerSteps: true, seed: true });
 
 export const EvalConfig = z.strictObject({
   samples: z.number().int().min(1).default(64).describe('held-out samples evaluated at most (the first ones, in shard order)'),

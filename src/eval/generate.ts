@@ -1,5 +1,5 @@
 // Sampling from a trained unCLIP run: caption → frozen CLIP text embedding → prior (an image embedding) →
-// decoder (pixels), with optional CLIP re-ranking of extra candidates; and variations (image → CLIP image
+// decoder (pixels) → upsampler (more pixels, when the run trained one), with optional CLIP re-ranking of extra candidates; and variations (image → CLIP image
 // embedding → decoder). Images come back as RGB bytes; writePng/writeGrid encode them with sharp.
 import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
@@ -16,7 +16,8 @@ export const SampleConfig = z.strictObject({
   priorSteps: z.number().int().min(1).max(1000).default(25).describe('prior sampling steps'),
   guidance: z.number().min(0).max(50).default(3).describe('decoder classifier-free guidance scale (1 = none)'),
   priorGuidance: z.number().min(0).max(50).default(1).describe('prior classifier-free guidance scale (1 = none)'),
-  sampler: z.enum(['ddim', 'ddpm']).default('ddim').describe('decoder sampler'),
+  sampler: z.enum(['ddim', 'ddpm']).default('ddim').describe('decoder sampler (the upsampler uses it too)'),
+  upsamplerSteps: z.number().int().min(1).max(1000).default(25).describe('upsampler sampling steps (checkpoints with a trained upsampler; it runs unguided, as unCLIP’s)'),
   seed: z.number().int().min(0).default(0).describe('seed of every draw'),
   rerank: z.number().int().min(0).max(64).default(0).describe('candidates drawn per prompt and re-ranked by CLIP similarity (0 = no re-ranking; else ≥ n)'),
 });
@@ -55,11 +56,18 @@ export function priorEmbeddings(models: Models, captions: string[], textEmb: tf.
   });
 }
 
-/** Decoder samples [B,H,W,3] in [-1,1] for image embeddings (and captions, used if the decoder reads them). */
-export function decode(models: Models, imageEmb: tf.Tensor2D, captions: string[] | undefined, opts: Pick<SampleConfig, 'steps' | 'guidance' | 'sampler'>, seed: number): tf.Tensor4D {
+/**
+ * Images [B,H,W,3] in [-1,1] for image embeddings (and captions, used if a model reads them): the decoder's
+ * samples, drawn again at the upsampler's size from those when the run has a trained upsampler.
+ */
+export function decode(models: Models, imageEmb: tf.Tensor2D, captions: string[] | undefined, opts: Pick<SampleConfig, 'steps' | 'guidance' | 'sampler' | 'upsamplerSteps'>, seed: number): tf.Tensor4D {
   return tf.tidy(() => {
-    const tokens = captions ? models.tokenizer.tokenize(captions, models.decoder.config.contextLength) : undefined;
-    return models.decoder.sample({ imageEmb, tokens }, { steps: opts.steps, guidance: opts.guidance, seed, sampler: opts.sampler });
+    const tokens = (contextLength: number) => (captions ? models.tokenizer.tokenize(captions, contextLength) : undefined);
+    const base = models.decoder.sample({ imageEmb, tokens: tokens(models.decoder.config.contextLength) }, { steps: opts.steps, guidance: opts.guidance, seed, sampler: opts.sampler });
+    const up = models.upsampler;
+    if (!up) return base;
+    const upTokens = tokens(up.config.contextLength);
+    return up.sample({ imageEmb, tokens: upTokens, lowRes: base }, { steps: opts.upsamplerSteps, guidance: 1, seed: deriveSeed(seed, 1), sampler: opts.sampler });
   });
 }
 

@@ -19,6 +19,13 @@
 //
 // Shape letters: B batch, H×W pixels, C channels, E timestep-embedding width, D CLIP embedding width,
 // L context tokens, K caption length. Images are NHWC in [-1, 1].
+//
+// With `lowResSize` > 0 the same UNet is an upsampler (unCLIP §2.1, DALLE2-pytorch's later unets): it also sees a
+// low-resolution image — in training the data pooled down, in sampling the previous model's output — scaled up
+// to its own size and stacked onto the noised image as three more input channels. In training that image is
+// corrupted with Gaussian noise of a random level up to `lowResNoise` (noise-conditioning augmentation, Ho et al.
+// 2021), so the upsampler learns to sharpen an imperfect image instead of trusting every pixel of a clean one:
+// what it gets in sampling is a base decoder's sample, never a pooled photograph.
 // Only rank ≤ 4 tensors: GroupNorm reshapes to [B, H*W, G, C/G]; 2× nearest upsampling is two concats and
 // reshapes (no resizeNearestNeighbor, whose gradient is wrong on the cpu backend for batch > 1).
 import * as tf from '@tensorflow/tfjs-core';
@@ -74,7 +81,17 @@ export const DecoderConfig = z.object({
   schedule: ScheduleKind.default('cosine').describe('noise schedule: cosine (Nichol & Dhariwal) or linear (Ho et al.)'),
   imageEmbDrop: z.number().min(0).max(1).default(0.1).describe('fraction of training examples whose CLIP embedding is dropped (classifier-free guidance)'),
   captionDrop: z.number().min(0).max(1).default(0.5).describe('fraction of training examples whose caption is dropped'),
+  lowResSize: z
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe('upsampler: side of the low-resolution image it is conditioned on, a whole fraction of imageSize (0 = a base decoder, drawing from the CLIP embedding alone)'),
+  lowResNoise: z.number().min(0).max(1).default(0.2).describe('upsampler training: the low-resolution image gets Gaussian noise of a standard deviation drawn uniformly from [0, lowResNoise] per example'),
 }).superRefine((c, ctx) => {
+  if (c.lowResSize > 0 && (c.lowResSize >= c.imageSize || c.imageSize % c.lowResSize !== 0)) {
+    ctx.addIssue({ code: 'custom', path: ['lowResSize'], message: `must be below imageSize (${c.imageSize}) and divide it, got ${c.lowResSize}` });
+  }
   if (c.snrWeightFloor === 0) return;
   if (c.minSnrGamma === 0) {
     ctx.addIssue({ code: 'custom', path: ['snrWeightFloor'], message: 'only bounds the Min-SNR weight: set minSnrGamma > 0 too, or snrWeightFloor: 0' });
@@ -92,7 +109,12 @@ export interface DecoderBatch {
   imageEmb: tf.Tensor2D;
   /** int32 [B, K] caption tokens; ignored unless captionContext. Absent = every caption dropped. */
   tokens?: tf.Tensor2D;
+  /** Upsamplers only: [B, lowResSize, lowResSize, 3] in [-1, 1], the image to draw at full size. */
+  lowRes?: tf.Tensor4D;
 }
+
+/** What the decoder draws from: the CLIP image embedding, the caption (if captionContext), the low-res image (upsamplers). */
+export type DecoderCondition = Omit<DecoderBatch, 'images'>;
 
 export interface DecoderSampleOptions {
   steps: number;
@@ -114,6 +136,14 @@ const silu = <T extends tf.Tensor>(x: T): T => tf.mul(x, tf.sigmoid(x)) as T;
 export function snrLossWeight(snr: number, objective: DecoderConfig['objective'], gamma: number, floor = 0): number {
   const x0Weight = Math.max(Math.min(snr, gamma), floor);
   return x0Weight / (objective === 'eps' ? snr : objective === 'v' ? snr + 1 : 1);
+}
+
+/** Noise-conditioning augmentation: each example's low-res image plus Gaussian noise of its own σ. */
+export function corruptLowRes(lowRes: tf.Tensor4D, sigma: Float32Array, seed: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const noise = tf.randomNormal(lowRes.shape, 0, 1, 'float32', seed);
+    return tf.add(lowRes, tf.mul(noise, tf.tensor4d(sigma, [sigma.length, 1, 1, 1]))) as tf.Tensor4D;
+  });
 }
 
 /** GroupNorm (Wu & He 2018): normalise each example over H, W and a group of C/G channels. */
@@ -141,11 +171,12 @@ class GroupNorm {
   }
 }
 
-/** 2× nearest-neighbour upsampling as concat + reshape: [B, H, W, C] → [B, 2H, 2W, C]. */
-export function upsampleNearest2x(x: tf.Tensor4D): tf.Tensor4D {
+/** k× nearest-neighbour upsampling as concat + reshape: [B, H, W, C] → [B, kH, kW, C] (k = 2 in the UNet). */
+export function upsampleNearest(x: tf.Tensor4D, k = 2): tf.Tensor4D {
+  if (k === 1) return x;
   const [b, h, w, c] = x.shape;
-  const wide = tf.reshape(tf.concat([x, x], 3), [b, h, 2 * w, c]); // each pixel twice along W
-  return tf.reshape(tf.concat([wide, wide], 2), [b, 2 * h, 2 * w, c]); // each row twice along H
+  const wide = tf.reshape(tf.concat(new Array<tf.Tensor4D>(k).fill(x), 3), [b, h, k * w, c]) as tf.Tensor4D; // each pixel k times along W
+  return tf.reshape(tf.concat(new Array<tf.Tensor4D>(k).fill(wide), 2), [b, k * h, k * w, c]); // each row k times along H
 }
 
 /**
@@ -219,6 +250,8 @@ type Conditioning = {
   context?: tf.Tensor3D;
   /** [B, L]: 1 = attend, 0 = caption padding; undefined when every context token is attended. */
   contextMask?: tf.Tensor2D;
+  /** Upsamplers: [B, H, W, 3], the low-resolution image scaled up to the UNet's size, stacked onto its input. */
+  lowRes?: tf.Tensor4D;
 };
 
 export class Decoder {
@@ -271,7 +304,7 @@ export class Decoder {
     }
 
     // UNet: down path (skips after the input conv, every layer and every downsample), middle, up path.
-    this.inConv = new Conv(ps.scope('in'), 3, ch);
+    this.inConv = new Conv(ps.scope('in'), cfg.lowResSize > 0 ? 6 : 3, ch);
     const skips = [ch];
     let cur = ch;
     const lowest = levels - 1;
@@ -320,10 +353,11 @@ export class Decoder {
    * Conditioning for a batch: `keepImage`/`keepCaption` hold 1 (use it) or 0 (replace by the learned null)
    * per example.
    */
-  private condition(imageEmb: tf.Tensor2D, tokens: tf.Tensor2D | undefined, keepImage: Float32Array, keepCaption: Float32Array): Conditioning {
+  private condition(imageEmb: tf.Tensor2D, tokens: tf.Tensor2D | undefined, keepImage: Float32Array, keepCaption: Float32Array, lowRes?: tf.Tensor4D): Conditioning {
     const cfg = this.config;
     const b = imageEmb.shape[0];
     if (imageEmb.shape[1] !== cfg.embedDim) throw new Error(`decoder got image embeddings of width ${imageEmb.shape[1]}, config embedDim is ${cfg.embedDim}`);
+    const lowResUp = this.scaleLowRes(lowRes, b);
     const emb = replaceDropped(imageEmb, this.nullImageEmb, keepImage); // [B, D]
     const embAdd = this.imageEmbProj.apply(emb);
     const parts: tf.Tensor3D[] = [];
@@ -347,7 +381,21 @@ export class Decoder {
       }
     }
     const context = parts.length === 0 ? undefined : parts.length === 1 ? parts[0] : (tf.concat(parts, 1) as tf.Tensor3D);
-    return { embAdd, context, contextMask };
+    return { embAdd, context, contextMask, lowRes: lowResUp };
+  }
+
+  /** An upsampler's low-res image [B, lowResSize, lowResSize, 3] scaled up to imageSize; undefined for a base decoder. */
+  private scaleLowRes(lowRes: tf.Tensor4D | undefined, b: number): tf.Tensor4D | undefined {
+    const { lowResSize, imageSize } = this.config;
+    if (lowResSize === 0) {
+      if (lowRes) throw new Error('a base decoder (lowResSize 0) takes no low-resolution image');
+      return undefined;
+    }
+    const want = [b, lowResSize, lowResSize, 3];
+    if (!lowRes || lowRes.shape.join() !== want.join()) {
+      throw new Error(`upsampler needs a low-resolution image of shape [${want}] (config lowResSize), got ${lowRes ? `[${lowRes.shape}]` : 'none'}`);
+    }
+    return upsampleNearest(lowRes, imageSize / lowResSize);
   }
 
   /**
@@ -355,10 +403,10 @@ export class Decoder {
    * example), fully conditioned (no dropout). For inspection and tests; training and sampling call the UNet
    * through loss() and sample().
    */
-  predict(x: tf.Tensor4D, t: ArrayLike<number>, cond: { imageEmb: tf.Tensor2D; tokens?: tf.Tensor2D }): tf.Tensor4D {
+  predict(x: tf.Tensor4D, t: ArrayLike<number>, cond: DecoderCondition): tf.Tensor4D {
     return tf.tidy(() => {
       const ones = new Float32Array(x.shape[0]).fill(1);
-      return this.unet(x, t, this.condition(cond.imageEmb, cond.tokens, ones, ones));
+      return this.unet(x, t, this.condition(cond.imageEmb, cond.tokens, ones, ones, cond.lowRes));
     });
   }
 
@@ -373,7 +421,7 @@ export class Decoder {
   private unet(x: tf.Tensor4D, t: ArrayLike<number>, cond: Conditioning): tf.Tensor4D {
     const temb = timestepEmbedding(tf.tensor1d(Float32Array.from(t)), this.config.channels);
     const emb = tf.add(this.timeOut.apply(silu(this.timeIn.apply(temb))), cond.embAdd) as tf.Tensor2D;
-    let h = this.inConv.apply(x);
+    let h = this.inConv.apply(cond.lowRes ? tf.concat([x, cond.lowRes], 3) : x);
     const skips = [h];
     const run = (layer: Layer, input: tf.Tensor4D) => {
       const out = layer.res.apply(input, emb);
@@ -386,18 +434,25 @@ export class Decoder {
     h = this.mid.res2.apply(this.mid.attn.apply(this.mid.res1.apply(h, emb), cond), emb);
     for (const { layers, upsample } of this.up) {
       for (const layer of layers) h = run(layer, tf.concat([h, skips.pop()!], 3));
-      if (upsample) h = upsample.apply(upsampleNearest2x(h));
+      if (upsample) h = upsample.apply(upsampleNearest(h));
     }
     return this.outConv.apply(silu(this.outNorm.apply(h)));
   }
 
-  /** Which examples keep their CLIP embedding and caption in a training batch drawn from `seed`. */
-  trainingMasks(batch: number, seed: number): { t: Int32Array; keepImage: Float32Array; keepCaption: Float32Array; noiseSeed: number } {
+  /**
+   * A training batch's random draws from `seed`: timesteps, which examples keep their CLIP embedding and caption,
+   * the noise seed and, for upsamplers, each example's low-res noise level and that noise's seed (drawn last, so a
+   * base decoder's draws are what they always were).
+   */
+  trainingMasks(batch: number, seed: number): { t: Int32Array; keepImage: Float32Array; keepCaption: Float32Array; noiseSeed: number; lowResSigma?: Float32Array; lowResSeed?: number } {
     const rng = new Rng(seed);
     const t = Int32Array.from({ length: batch }, () => rng.int(this.config.timesteps));
     const keepImage = keepMask(batch, this.config.imageEmbDrop, () => rng.float());
     const keepCaption = keepMask(batch, this.config.captionDrop, () => rng.float());
-    return { t, keepImage, keepCaption, noiseSeed: rng.seed() };
+    const noiseSeed = rng.seed();
+    if (this.config.lowResSize === 0) return { t, keepImage, keepCaption, noiseSeed };
+    const lowResSigma = Float32Array.from({ length: batch }, () => rng.float() * this.config.lowResNoise);
+    return { t, keepImage, keepCaption, noiseSeed, lowResSigma, lowResSeed: rng.seed() };
   }
 
   /** Mean squared error between the true and predicted ε (or v), at random timesteps, with conditioning dropout. */
@@ -406,12 +461,13 @@ export class Decoder {
     const [b, h, w, c] = images.shape;
     const size = this.config.imageSize;
     if (h !== size || w !== size || c !== 3) throw new Error(`decoder got images of shape [${images.shape}], expected [B, ${size}, ${size}, 3] (config imageSize)`);
-    const { t, keepImage, keepCaption, noiseSeed } = this.trainingMasks(b, seed);
+    const { t, keepImage, keepCaption, noiseSeed, lowResSigma, lowResSeed } = this.trainingMasks(b, seed);
     return tf.tidy(() => {
       const noise = tf.randomNormal(images.shape, 0, 1, 'float32', noiseSeed);
       const abar = Array.from(t, (ti) => alphaBar(this.schedule, ti));
       const xt = qSample(images, noise, abar) as tf.Tensor4D;
-      const pred = this.unet(xt, t, this.condition(imageEmb, tokens, keepImage, keepCaption));
+      const lowRes = batch.lowRes && lowResSigma ? corruptLowRes(batch.lowRes, lowResSigma, lowResSeed!) : batch.lowRes;
+      const pred = this.unet(xt, t, this.condition(imageEmb, tokens, keepImage, keepCaption, lowRes));
       const { objective } = this.config;
       const target = objective === 'v' ? vFromX0Eps(images, noise, abar) : objective === 'x0' ? images : noise;
       const { minSnrGamma: gamma, snrWeightFloor: floor } = this.config;
@@ -436,7 +492,7 @@ export class Decoder {
    * subsequence of `steps` timesteps) or DDIM (η from options, default 0). Predicted x0 is clipped to [-1, 1]
    * at every step.
    */
-  sample(cond: { imageEmb: tf.Tensor2D; tokens?: tf.Tensor2D }, opts: DecoderSampleOptions): tf.Tensor4D {
+  sample(cond: DecoderCondition, opts: DecoderSampleOptions): tf.Tensor4D {
     const { steps, guidance, seed, sampler } = opts;
     const eta = opts.eta ?? 0;
     if (sampler !== 'ddpm' && sampler !== 'ddim') throw new Error(`unknown sampler '${sampler as string}': use ddpm or ddim`);
@@ -449,11 +505,11 @@ export class Decoder {
     const conditioning = tf.tidy(() => {
       const ones = new Float32Array(b).fill(1);
       const keepCaption = cond.tokens ? ones : new Float32Array(b);
-      if (!guided) return this.condition(cond.imageEmb, cond.tokens, ones, keepCaption);
-      const imageEmb = tf.concat([cond.imageEmb, cond.imageEmb], 0) as tf.Tensor2D;
-      const tokens = cond.tokens ? (tf.concat([cond.tokens, cond.tokens], 0) as tf.Tensor2D) : undefined;
+      if (!guided) return this.condition(cond.imageEmb, cond.tokens, ones, keepCaption, cond.lowRes);
+      // The unconditional half drops the embedding and caption, never the low-res image (as in training).
+      const twice = <T extends tf.Tensor>(x: T | undefined) => (x ? (tf.concat([x, x], 0) as T) : undefined);
       const keep = (a: Float32Array) => Float32Array.from([...a, ...new Float32Array(b)]);
-      return this.condition(imageEmb, tokens, keep(ones), keep(keepCaption));
+      return this.condition(twice(cond.imageEmb)!, twice(cond.tokens), keep(ones), keep(keepCaption), twice(cond.lowRes));
     });
     let x = tf.randomNormal([b, size, size, 3], 0, 1, 'float32', rng.seed()) as tf.Tensor4D;
     for (let i = 0; i < ts.length; i++) {
@@ -471,7 +527,7 @@ export class Decoder {
       x.dispose();
       x = next;
     }
-    tf.dispose([conditioning.embAdd, conditioning.context, conditioning.contextMask]);
+    tf.dispose([conditioning.embAdd, conditioning.context, conditioning.contextMask, conditioning.lowRes]);
     const out = tf.clipByValue(x, -1, 1);
     x.dispose();
     return out;

@@ -47,7 +47,7 @@ function jsonSchema(schema: z.ZodType): Schema {
 export function trainingRunSchema(): Schema {
   return {
     type: 'object',
-    description: 'A DALL·E 2-style (unCLIP) training run: CLIP → prior → decoder across a fleet of trainers.',
+    description: 'A DALL·E 2-style (unCLIP) training run: CLIP → prior → decoder (→ upsampler) across a fleet of trainers.',
     required: ['spec'],
     properties: {
       apiVersion: { type: 'string' },

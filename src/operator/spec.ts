@@ -79,7 +79,7 @@ export type Condition = z.infer<typeof Condition>;
 
 export const TrainingRunStatus = z.strictObject({
   phase: z.enum(PHASES).describe('Pending, Starting, Running, Suspended, Succeeded or Failed'),
-  stage: z.string().optional().describe('stage being trained: clip, prior or decoder'),
+  stage: z.string().optional().describe('stage being trained: clip, prior, decoder or upsampler'),
   step: z.number().int().min(0).optional().describe('global optimiser step within the stage'),
   loss: z.number().nullable().optional().describe('latest loss reported by the coordinator (null when not finite)'),
   readyTrainers: z.number().int().min(0).describe('trainers in the current generation'),

@@ -1,5 +1,5 @@
-// The run file (`easel train --config run.yaml`): one zod schema for a whole training run — data, the three
-// stages with their optimisers, schedules and model configs, checkpoints, and the coordinator's settings for a
+// The run file (`easel train --config run.yaml`): one zod schema for a whole training run — data, the stages
+// (CLIP, prior, decoder and an optional upsampler) with their optimisers, schedules and model configs, checkpoints, and the coordinator's settings for a
 // distributed run. The YAML run file, the CLI and the Kubernetes TrainingRun spec are all validated by it; every
 // error names the field path.
 import { createHash } from 'node:crypto';
@@ -12,7 +12,7 @@ import { ClipConfig } from '../model/clip.ts';
 import { PriorConfig } from '../model/prior.ts';
 import { DecoderConfig } from '../model/unet.ts';
 
-export const STAGES = ['clip', 'prior', 'decoder'] as const;
+export const STAGES = ['clip', 'prior', 'decoder', 'upsampler'] as const;
 export type StageName = (typeof STAGES)[number];
 
 export const OptimizerConfig = z.strictObject({
@@ -84,9 +84,19 @@ export const RunConfig = z
           .strictObject({ ...stageFields(300, 3e-4), emaDecay, model: DecoderConfig.strict().prefault({}).describe('decoder (UNet) architecture') })
           .prefault({})
           .describe('stage 3: diffusion decoder, against the frozen CLIP'),
+        upsampler: z
+          .strictObject({
+            ...stageFields(0, 3e-4),
+            emaDecay,
+            model: DecoderConfig.strict()
+              .prefault({ imageSize: 32, lowResSize: 16, channels: 16, channelMults: [1, 2], clipTokens: 0, captionContext: false })
+              .describe('upsampler (UNet) architecture: a decoder config with lowResSize = the decoder’s imageSize'),
+          })
+          .prefault({})
+          .describe('stage 4 (optional, 0 steps by default): diffusion upsampler from the decoder’s resolution to its own, conditioned on the low-res image and the frozen CLIP’s embedding'),
       })
       .prefault({})
-      .describe('the three stages, trained in order CLIP → prior → decoder'),
+      .describe('the stages, trained in order CLIP → prior → decoder → upsampler'),
     checkpoint: z
       .strictObject({
         url: z.string().min(1).default('./checkpoints').describe('store URL (file://, s3:// or path) for checkpoints and latest.json'),
@@ -105,18 +115,29 @@ export const RunConfig = z
     const same = (path: string, value: number, refPath: string, ref: number) => {
       if (value !== ref) ctx.addIssue({ code: 'custom', path: path.split('.'), message: `must equal ${refPath} (${ref}), got ${value}` });
     };
-    const { clip, prior, decoder } = c.stages;
+    const { clip, prior, decoder, upsampler } = c.stages;
     same('stages.prior.model.embedDim', prior.model.embedDim, 'stages.clip.model.embedDim', clip.model.embedDim);
     same('stages.decoder.model.embedDim', decoder.model.embedDim, 'stages.clip.model.embedDim', clip.model.embedDim);
     same('stages.clip.model.imageSize', clip.model.imageSize, 'data.imageSize', c.data.imageSize);
-    // The decoder may work below the data's resolution (unCLIP: CLIP at 224 px, the decoder at 64): its training
-    // images are the data's, average-pooled by an integer factor.
-    if (c.data.imageSize % decoder.model.imageSize !== 0) {
+    if (decoder.model.lowResSize !== 0) {
+      ctx.addIssue({ code: 'custom', path: ['stages', 'decoder', 'model', 'lowResSize'], message: `must be 0: the base decoder draws from the CLIP embedding alone (stages.upsampler is the one with a low-res input), got ${decoder.model.lowResSize}` });
+    }
+    // The decoder (and upsampler) may work below the data's resolution (unCLIP: CLIP at 224 px, the decoder at
+    // 64, upsamplers to 256 and 1024): their training images are the data's, average-pooled by a whole factor.
+    const pooled = (stage: 'decoder' | 'upsampler', size: number) => {
+      if (c.data.imageSize % size === 0) return;
       ctx.addIssue({
         code: 'custom',
-        path: ['stages', 'decoder', 'model', 'imageSize'],
-        message: `must divide data.imageSize (${c.data.imageSize}) so its images are the data's pooled by a whole factor, got ${decoder.model.imageSize}`,
+        path: ['stages', stage, 'model', 'imageSize'],
+        message: `must divide data.imageSize (${c.data.imageSize}) so its images are the data's pooled by a whole factor, got ${size}`,
       });
+    };
+    pooled('decoder', decoder.model.imageSize);
+    // An upsampler that will not train is never built: its model need not fit the run.
+    if (upsampler.steps > 0) {
+      same('stages.upsampler.model.embedDim', upsampler.model.embedDim, 'stages.clip.model.embedDim', clip.model.embedDim);
+      same('stages.upsampler.model.lowResSize', upsampler.model.lowResSize, 'stages.decoder.model.imageSize', decoder.model.imageSize);
+      pooled('upsampler', upsampler.model.imageSize);
     }
   });
 export type RunConfig = z.infer<typeof RunConfig>;
@@ -218,7 +239,7 @@ export interface ResumeCompatibility {
 }
 
 /** Model fields that only shape training (guidance dropout rates, loss weighting): saved weights stay valid when they change. */
-const TRAINING_ONLY_MODEL_FIELDS = new Set(['condDrop', 'imageEmbDrop', 'captionDrop', 'minSnrGamma', 'snrWeightFloor']);
+const TRAINING_ONLY_MODEL_FIELDS = new Set(['condDrop', 'imageEmbDrop', 'captionDrop', 'minSnrGamma', 'snrWeightFloor', 'lowResNoise']);
 
 /**
  * Fields whose change makes saved weights unusable or meaningless: every model's architecture (shapes, but also
@@ -231,9 +252,14 @@ function isArchitecture(path: string): boolean {
   return (m !== null && !TRAINING_ONLY_MODEL_FIELDS.has(m[1])) || path === 'data.imageSize' || path === 'tokenizer.merges' || path === 'tokenizer';
 }
 
-/** Compares the config a run was saved with (`saved`, filled with today's defaults where it lacks a field) with `config`. */
+/**
+ * Compares the config a run was saved with (`saved`, filled with today's defaults where it lacks a field) with
+ * `config`. A run saved without an upsampler (0 steps: none was built, none saved) may add one of any shape.
+ */
 export function resumeCompatibility(saved: unknown, config: RunConfig): ResumeCompatibility {
   const parsed = RunConfig.safeParse(saved);
   const diffs = configDifferences(parsed.success ? parsed.data : saved, config);
-  return { incompatible: diffs.filter((d) => isArchitecture(d.path)), changed: diffs.filter((d) => !isArchitecture(d.path)) };
+  const unbuilt = parsed.success && parsed.data.stages.upsampler.steps === 0;
+  const binding = (d: ConfigDifference) => isArchitecture(d.path) && !(unbuilt && d.path.startsWith('stages.upsampler.'));
+  return { incompatible: diffs.filter(binding), changed: diffs.filter((d) => !binding(d)) };
 }

@@ -48,14 +48,13 @@ import { logger } from '../util/log.ts';
 import { deriveSeed } from '../util/rng.ts';
 import { checkResumable, isFleetCursor, optimizerTensors, readCheckpoint, restoreOptimizer, snapshotCheckpoint, writeSnapshot, type CheckpointData, type FleetCursor } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
-import { Ema } from './ema.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { checkpointTokenizer, learnRunTokenizer, sameTokenizer, tokenizerFingerprint, tokenizerManifest } from './vocab.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
 import type { SafeTensor } from './safetensors.ts';
 import { learningRateAt } from './schedule.ts';
 import { trainStep } from './step.ts';
-import { restoreRunWeights, runWeights, type RunEma } from './train.ts';
+import { disposeRunEma, restoreRunWeights, runEma, runWeights, type RunEma } from './train.ts';
 
 const log = logger('trainer');
 
@@ -402,14 +401,13 @@ export async function trainDistributed(opts: DistributedOptions): Promise<Distri
   const tokenizer = opts.tokenizer ?? (await learnRunTokenizer(config));
   const nc = await openNats({ servers: opts.nats, name: `trainer-${id}` });
   const models = buildModels(config, tokenizer);
-  const ema: RunEma = { prior: new Ema(models.prior.params()), decoder: new Ema(models.decoder.params()) };
+  const ema = runEma(models);
   const dataStore = await openStore(config.data.train);
   try {
     return await new DistributedTrainer(opts, id, nc, models, ema, dataStore).run();
   } finally {
     disposeModels(models);
-    ema.prior.dispose();
-    ema.decoder.dispose();
+    disposeRunEma(ema);
     await dataStore.close();
     await closeNats(nc);
   }
@@ -684,7 +682,7 @@ class DistributedTrainer {
       p.skipped[stage] = (p.skipped[stage] ?? 0) + 1;
       log.warn('non-finite gradient on some rank: step skipped by all', { stage, step: p.stageStep });
     } else if (stage !== 'clip') {
-      this.ema[stage].update(params, 'emaDecay' in sc ? sc.emaDecay : 0, p.stageStep);
+      this.ema[stage]!.update(params, 'emaDecay' in sc ? sc.emaDecay : 0, p.stageStep);
     }
     p.stageStep++;
     p.globalStep++;

@@ -1,5 +1,6 @@
-// The three unCLIP models of a run and what each stage trains: which params, on which loss. Prior and decoder
+// The unCLIP models of a run and what each stage trains: which params, on which loss. Prior, decoder and upsampler
 // train against the frozen CLIP: their embeddings are computed outside the gradient tape and disposed per step.
+// The upsampler is optional: it exists only in runs that give it steps.
 // clipGlobalLoss() is CLIP's loss for one rank of a data-parallel step, with the whole global batch as negatives.
 // loadCheckpoint() rebuilds a run's models from a checkpoint for sampling and evaluation.
 import * as tf from '@tensorflow/tfjs-core';
@@ -22,6 +23,8 @@ export interface Models {
   clip: Clip;
   prior: DiffusionPrior;
   decoder: Decoder;
+  /** A decoder with a low-res input (lowResSize > 0): present only when the run trains an upsampler stage. */
+  upsampler?: Decoder;
   /** The run's tokenizer (vocab.ts): every model reads captions through it, so it sizes their token tables. */
   tokenizer: Tokenizer;
 }
@@ -33,12 +36,29 @@ export function buildModels(config: RunConfig, tokenizer: Tokenizer = Tokenizer.
     clip: new Clip(config.stages.clip.model, seed('clip'), vocab),
     prior: new DiffusionPrior(config.stages.prior.model, seed('prior'), vocab),
     decoder: new Decoder(config.stages.decoder.model, seed('decoder'), vocab),
+    upsampler: config.stages.upsampler.steps > 0 ? new Decoder(config.stages.upsampler.model, seed('upsampler'), vocab) : undefined,
     tokenizer,
   };
 }
 
+/** The stages with EMA weights (sampling uses them): the diffusion models. */
+export const EMA_STAGES = ['prior', 'decoder', 'upsampler'] as const;
+export type EmaStage = (typeof EMA_STAGES)[number];
+
+/** The stages whose models this run has, in stage order. */
+export function builtStages(models: Models): StageName[] {
+  return STAGES.filter((s) => models[s] !== undefined);
+}
+
+/** A stage's model; throws for an upsampler the run did not build. */
+export function stageModel(models: Models, stage: StageName): Clip | DiffusionPrior | Decoder {
+  const m = models[stage];
+  if (!m) throw new Error(`this run has no ${stage} model (stages.${stage}.steps is 0)`);
+  return m;
+}
+
 export function disposeModels(models: Models): void {
-  for (const s of STAGES) tf.dispose([...models[s].params().values()]);
+  for (const s of builtStages(models)) tf.dispose([...stageModel(models, s).params().values()]);
 }
 
 /** One batch as the loader hands it over. */
@@ -54,29 +74,50 @@ export interface StageBatch {
   tokens: tf.Tensor2D;
   textEmb?: tf.Tensor2D;
   imageEmb?: tf.Tensor2D;
+  /** Upsampler stage: the images pooled to its low resolution. */
+  lowRes?: tf.Tensor4D;
 }
 
 export function toStageBatch(models: Models, stage: StageName, batch: HostBatch, imageSize: number): StageBatch {
   return tf.tidy(() => {
     const images = tf.tensor4d(batch.images, [batch.captions.length, imageSize, imageSize, 3]);
-    const tokens = models.tokenizer.tokenize(batch.captions, models[stage].config.contextLength);
+    const tokens = models.tokenizer.tokenize(batch.captions, stageModel(models, stage).config.contextLength);
     if (stage === 'clip') return { images, tokens };
     // The frozen CLIP: no variableGrads scope is open here, so nothing is taped.
     const imageEmb = models.clip.encodeImage(images);
     const textEmb = stage === 'prior' ? models.clip.encodeText(models.tokenizer.tokenize(batch.captions, models.clip.config.contextLength)) : undefined;
-    // CLIP embeds the full-resolution image; the decoder learns to draw it at its own resolution.
-    const stageImages = stage === 'decoder' ? poolTo(images, models.decoder.config.imageSize) : images;
-    return { images: stageImages, tokens, imageEmb, textEmb };
+    if (stage === 'prior') return { images, tokens, imageEmb, textEmb };
+    // CLIP embeds the full-resolution image; the decoder learns to draw it at its own resolution, the upsampler to
+    // draw it at its own from the same image pooled to its low resolution.
+    const model = stageModel(models, stage) as Decoder;
+    const stageImages = poolTo(images, model.config.imageSize);
+    const lowRes = model.config.lowResSize > 0 ? poolTo(images, model.config.lowResSize) : undefined;
+    return { images: stageImages, tokens, imageEmb, lowRes };
   });
 }
 
 export function disposeStageBatch(b: StageBatch): void {
-  tf.dispose([b.images, b.tokens, b.textEmb, b.imageEmb].filter((t): t is tf.Tensor2D | tf.Tensor4D => t !== undefined));
+  tf.dispose([b.images, b.tokens, b.textEmb, b.imageEmb, b.lowRes].filter((t): t is tf.Tensor2D | tf.Tensor4D => t !== undefined));
+}
+
+/**
+ * The built stages whose weights a checkpoint holds, in stage order: all of them, except an upsampler added (by
+ * giving it steps) when resuming a run saved without one — that keeps its seeded init, as it would have had.
+ */
+export function savedStages(models: Models, weights: Map<string, unknown>): StageName[] {
+  const hasUpsampler = [...weights.keys()].some((k) => k.startsWith('upsampler.'));
+  return builtStages(models).filter((s) => s !== 'upsampler' || hasUpsampler);
+}
+
+/** Whether a checkpoint's run had trained `stage` for at least one step when it was written. */
+export function stageStarted(manifest: Pick<Manifest, 'stage' | 'stage_step'>, stage: StageName): boolean {
+  const at = STAGES.indexOf(manifest.stage as StageName);
+  return at > STAGES.indexOf(stage) || (at === STAGES.indexOf(stage) && manifest.stage_step > 0);
 }
 
 /** The params a stage trains, in params() order. */
 export function stageParams(models: Models, stage: StageName): Map<string, tf.Variable> {
-  return models[stage].params();
+  return stageModel(models, stage).params();
 }
 
 /** The stage's loss on a batch; randomness inside (noise, timesteps, condition dropout) comes from `seed`. */
@@ -88,6 +129,8 @@ export function stageLoss(models: Models, stage: StageName, b: StageBatch, seed:
       return models.prior.loss({ tokens: b.tokens, textEmb: b.textEmb!, imageEmb: b.imageEmb! }, seed);
     case 'decoder':
       return models.decoder.loss({ images: b.images, imageEmb: b.imageEmb!, tokens: b.tokens }, seed);
+    case 'upsampler':
+      return (stageModel(models, 'upsampler') as Decoder).loss({ images: b.images, imageEmb: b.imageEmb!, tokens: b.tokens, lowRes: b.lowRes }, seed);
   }
 }
 
@@ -160,7 +203,10 @@ export interface LoadedCheckpoint {
   url: string;
   config: RunConfig;
   manifest: Manifest;
-  /** CLIP with its trained weights; prior and decoder with their EMA weights unless `weights: 'live'`. */
+  /**
+   * CLIP with its trained weights; prior, decoder and upsampler with their EMA weights unless `weights: 'live'`.
+   * No upsampler unless the checkpoint's run had trained one (an untrained upsampler would only add noise).
+   */
   models: Models;
   /** Frees the models. */
   dispose(): void;
@@ -176,9 +222,13 @@ export async function loadCheckpoint(url: string, opts: { weights?: 'ema' | 'liv
   await initBackend(config.backend === 'auto' ? undefined : config.backend);
   const models = buildModels(config, checkpointTokenizer(ckpt.manifest, ckpt.url));
   try {
-    for (const s of STAGES) assignWeights(models[s].params(), ckpt.weights, `${s}.`);
-    if ((opts.weights ?? 'ema') === 'ema') {
-      for (const s of ['prior', 'decoder'] as const) assignWeights(models[s].params(), ckpt.weights, `ema.${s}.`);
+    if (models.upsampler && !stageStarted(ckpt.manifest, 'upsampler')) {
+      tf.dispose([...models.upsampler.params().values()]);
+      models.upsampler = undefined;
+    }
+    for (const s of builtStages(models)) {
+      const ema = (EMA_STAGES as readonly string[]).includes(s) && (opts.weights ?? 'ema') === 'ema';
+      assignWeights(stageModel(models, s).params(), ckpt.weights, ema ? `ema.${s}.` : `${s}.`);
     }
   } catch (err) {
     disposeModels(models);

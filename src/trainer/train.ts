@@ -1,5 +1,5 @@
-// The single-process training run: stages CLIP → prior → decoder in order, each with its own step budget,
-// Adam optimiser and LR schedule; CLIP frozen after its stage; EMA of the prior and decoder weights; checkpoints
+// The single-process training run: stages CLIP → prior → decoder (→ upsampler) in order, each with its own step
+// budget, Adam optimiser and LR schedule; CLIP frozen after its stage; EMA of the diffusion models' weights; checkpoints
 // every N steps / T minutes and at each stage's end; `resume` continues a run bit for bit.
 // Every random draw is seeded by deriveSeed(seed, SEED.step, stage, step), so a step's outcome depends only on
 // the weights, the optimiser state, the batch (fixed by the data cursor) and its indices.
@@ -14,7 +14,7 @@ import { readCheckpoint, restoreOptimizer, writeCheckpoint, assignWeights, check
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
 import { checkpointTokenizer, learnRunTokenizer, tokenizerManifest } from './vocab.ts';
-import { buildModels, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
+import { buildModels, builtStages, disposeModels, disposeStageBatch, EMA_STAGES, savedStages, SEED, stageLoss, stageParams, toStageBatch, type EmaStage, type Models } from './models.ts';
 import { learningRateAt } from './schedule.ts';
 import { identityReduce, trainStep, type Reduce } from './step.ts';
 
@@ -67,20 +67,33 @@ export interface TrainResult {
   dispose(): void;
 }
 
-export type RunEma = { prior: Ema; decoder: Ema };
+/** EMA weights of the run's diffusion models (the upsampler's only when the run has one). */
+export type RunEma = Partial<Record<EmaStage, Ema>>;
+
+/** EMA shadows for every diffusion model the run built. */
+export function runEma(models: Models): RunEma {
+  return Object.fromEntries(builtStages(models).flatMap((s) => ((EMA_STAGES as readonly string[]).includes(s) ? [[s, new Ema(models[s as EmaStage]!.params())]] : [])));
+}
+
+export function disposeRunEma(ema: RunEma): void {
+  for (const e of Object.values(ema)) e.dispose();
+}
 
 /** Every tensor a checkpoint holds, under its checkpoint name: "clip.…", "prior.…", "decoder.…", "ema.prior.…". */
 export function runWeights(models: Models, ema: RunEma): [string, tf.Tensor][] {
   const weights: [string, tf.Tensor][] = [];
-  for (const s of STAGES) for (const [n, v] of models[s].params()) weights.push([`${s}.${n}`, v]);
-  for (const s of ['prior', 'decoder'] as const) for (const [n, v] of ema[s].shadow) weights.push([`ema.${s}.${n}`, v]);
+  for (const s of builtStages(models)) for (const [n, v] of stageParams(models, s)) weights.push([`${s}.${n}`, v]);
+  for (const s of EMA_STAGES) for (const [n, v] of ema[s]?.shadow ?? []) weights.push([`ema.${s}.${n}`, v]);
   return weights;
 }
 
 /** The inverse of runWeights: loads a checkpoint's weights and EMA into a run's models. */
 export function restoreRunWeights(models: Models, ema: RunEma, ckpt: CheckpointData): void {
-  for (const s of STAGES) assignWeights(models[s].params(), ckpt.weights, `${s}.`);
-  for (const s of ['prior', 'decoder'] as const) assignWeights(ema[s].shadow, ckpt.weights, `ema.${s}.`);
+  for (const s of savedStages(models, ckpt.weights)) {
+    assignWeights(stageParams(models, s), ckpt.weights, `${s}.`);
+    const shadow = ema[s as EmaStage]?.shadow;
+    if (shadow) assignWeights(shadow, ckpt.weights, `ema.${s}.`);
+  }
 }
 
 /** The URL a resume option points at. */
@@ -120,11 +133,10 @@ export async function train(config: RunConfig, opts: TrainOptions = {}): Promise
   // A resumed run keeps the merges it was trained with; a fresh one learns them (if any) from its data.
   const tokenizer = resumed ? checkpointTokenizer(resumed.manifest, resumed.url) : await learnRunTokenizer(config);
   const models = buildModels(config, tokenizer);
-  const ema = { prior: new Ema(models.prior.params()), decoder: new Ema(models.decoder.params()) };
+  const ema = runEma(models);
   const dispose = () => {
     disposeModels(models);
-    ema.prior.dispose();
-    ema.decoder.dispose();
+    disposeRunEma(ema);
   };
   try {
     return await trainModels(config, opts, models, ema, resumed, dispose);

@@ -14,7 +14,7 @@ function options(run: string): CoordinatorOptions {
     nc: shared.nc,
     run,
     config: CoordinatorConfig.parse({ heartbeatTimeoutMs: 1000, leaseMs: 5000, minTrainers: 2, maxTrainers: 4, epochs: 2, httpPort: 0 }),
-    budgets: { clip: 100, prior: 0, decoder: 0 },
+    budgets: { clip: 100, prior: 0, decoder: 0, upsampler: 0 },
     shards: Array.from({ length: 4 }, (_, i) => ({ key: `${String(i).padStart(5, '0')}.tar`, samples: 8 })),
     clock: () => 1_000_000,
     ticking: false,

@@ -18,7 +18,7 @@ function options(run: string, minTrainers = 1): CoordinatorOptions {
     nc: shared.nc,
     run,
     config: CoordinatorConfig.parse({ heartbeatTimeoutMs: 1000, leaseMs: 5000, minTrainers, maxTrainers: 4, httpPort: 0 }),
-    budgets: { clip: 3, prior: 2, decoder: 0 },
+    budgets: { clip: 3, prior: 2, decoder: 0, upsampler: 0 },
     shards: Array.from({ length: 4 }, (_, i) => ({ key: `${String(i).padStart(5, '0')}.tar`, samples: 8 })),
     clock: () => t,
     ticking: false,

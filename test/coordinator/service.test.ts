@@ -21,7 +21,7 @@ function options(run: string, t: { fn: () => number }, over: Partial<Coordinator
     nc: shared.nc,
     run,
     config: CoordinatorConfig.parse({ heartbeatTimeoutMs: 1000, leaseMs: 5000, minTrainers: 1, maxTrainers: 4, httpPort: 0 }),
-    budgets: { clip: 3, prior: 2, decoder: 0 },
+    budgets: { clip: 3, prior: 2, decoder: 0, upsampler: 0 },
     shards: Array.from({ length: 6 }, (_, i) => ({ key: `${String(i).padStart(5, '0')}.tar`, samples: 4 + i })),
     clock: t.fn,
     ticking: false,
@@ -102,7 +102,7 @@ test('membership generations on join and leave, step reports move the stages', a
 test('expected_samples is what the step budgets call for when they end the run before its epochs, at the world size', async () => {
   const t = clock();
   // 6 shards of 4…9 samples, 2 per trainer per step; CLIP 3 steps, the prior 2 (options()).
-  const c = await Coordinator.start(options('expected', t, { batchSizes: { clip: 2, prior: 2, decoder: 2 } }));
+  const c = await Coordinator.start(options('expected', t, { batchSizes: { clip: 2, prior: 2, decoder: 2, upsampler: 2 } }));
   try {
     const a = new CoordinatorClient(shared.nc, 'expected', 'a');
     const b = new CoordinatorClient(shared.nc, 'expected', 'b');
@@ -117,7 +117,7 @@ test('expected_samples is what the step budgets call for when they end the run b
   } finally {
     await c.stop();
   }
-  const d = await Coordinator.start(options('expected-data', t, { batchSizes: { clip: 2, prior: 2, decoder: 2 }, budgets: { clip: 100, prior: 0, decoder: 0 } }));
+  const d = await Coordinator.start(options('expected-data', t, { batchSizes: { clip: 2, prior: 2, decoder: 2, upsampler: 2 }, budgets: { clip: 100, prior: 0, decoder: 0, upsampler: 0 } }));
   try {
     assert.equal(d.status().expected_samples, 4 + 5 + 6 + 7 + 8 + 9, 'the epoch ends it first');
   } finally {

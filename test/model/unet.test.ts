@@ -2,7 +2,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/model/backend.ts';
-import { Decoder, DecoderConfig, snrLossWeight, upsampleNearest2x } from '../../src/model/unet.ts';
+import { corruptLowRes, Decoder, DecoderConfig, snrLossWeight, upsampleNearest } from '../../src/model/unet.ts';
 import { tokenize } from '../../src/model/tokenizer.ts';
 import { alphaBar, makeSchedule, qSample, vFromX0Eps } from '../../src/model/diffusion.ts';
 import { checkParamGradients } from '../helpers/gradients.ts';
@@ -52,13 +52,13 @@ function colouredSquares() {
 test('2× nearest upsampling repeats every pixel, and its gradient sums the four copies, for batch > 1', () => {
   tf.tidy(() => {
     const x = tf.tensor4d(Float32Array.from({ length: 2 * 2 * 3 * 2 }, (_, i) => i), [2, 2, 3, 2]);
-    const up = upsampleNearest2x(x);
+    const up = upsampleNearest(x);
     assert.deepEqual(up.shape, [2, 4, 6, 2]);
     const u = up.arraySync() as number[][][][];
     const v = x.arraySync() as number[][][][];
     for (let b = 0; b < 2; b++) for (let y = 0; y < 4; y++) for (let xx = 0; xx < 6; xx++) assert.deepEqual(u[b][y][xx], v[b][y >> 1][xx >> 1]);
     const weights = tf.randomNormal([2, 4, 6, 2], 0, 1, 'float32', 1);
-    const grad = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(upsampleNearest2x(t as tf.Tensor4D), weights)))(x);
+    const grad = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(upsampleNearest(t as tf.Tensor4D), weights)))(x);
     // d/dx of Σ w·up(x): each input pixel collects the weights of its 2×2 block.
     const expected = tf.tidy(() => {
       const w = weights.arraySync() as number[][][][];
@@ -377,4 +377,84 @@ test('by default the decoder attends to 4 CLIP tokens projected from the image e
     assert.deepEqual(tf.slice(withCaption.contextMask!, [0, 0], [2, 4]).arraySync(), [[1, 1, 1, 1], [1, 1, 1, 1]]);
   });
   dispose(d);
+});
+
+test('k× nearest upsampling repeats every pixel k × k times', () => {
+  tf.tidy(() => {
+    const x = tf.tensor4d(Float32Array.from({ length: 2 * 2 * 3 * 2 }, (_, i) => i), [2, 2, 3, 2]);
+    const u = upsampleNearest(x, 4).arraySync() as number[][][][];
+    const v = x.arraySync() as number[][][][];
+    assert.equal(u[0].length, 8);
+    for (let b = 0; b < 2; b++) for (let y = 0; y < 8; y++) for (let xx = 0; xx < 12; xx++) assert.deepEqual(u[b][y][xx], v[b][y >> 2][xx >> 2]);
+    assert.equal(upsampleNearest(x, 1), x);
+  });
+});
+
+/** An upsampler from 8×8 to TINY's 16×16. */
+const UPSAMPLER: Partial<DecoderConfig> = { ...TINY, lowResSize: 8, clipTokens: 0, captionContext: false };
+
+test('an upsampler sees the low-res image: it changes the prediction, and a missing or misshapen one is refused naming lowResSize', () => {
+  const u = new Decoder(UPSAMPLER, 7);
+  randomize(u, 500);
+  const base = new Decoder(TINY, 7);
+  tf.tidy(() => {
+    const { images, imageEmb } = colouredSquares();
+    const lowRes = tf.avgPool(images, 2, 2, 'valid') as tf.Tensor4D;
+    const x = tf.randomNormal([4, 16, 16, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
+    const t = [500, 500, 500, 500];
+    const a = u.predict(x, t, { imageEmb, lowRes });
+    assert.deepEqual(a.shape, [4, 16, 16, 3]);
+    const b = u.predict(x, t, { imageEmb, lowRes: tf.reverse(lowRes, 0) as tf.Tensor4D });
+    assert.ok(maxAbsDiff(a, b) > 1e-3, 'the low-res image must change the prediction');
+    assert.throws(() => u.predict(x, t, { imageEmb }), /upsampler needs a low-resolution image of shape \[4,8,8,3\] \(config lowResSize\), got none/);
+    assert.throws(() => u.predict(x, t, { imageEmb, lowRes: images }), /\[4,8,8,3\].*got \[4,16,16,3\]/);
+    assert.throws(() => base.predict(x, t, { imageEmb, lowRes }), /a base decoder \(lowResSize 0\) takes no low-resolution image/);
+    assert.throws(() => DecoderConfig.parse({ imageSize: 16, lowResSize: 6 }), /lowResSize[\s\S]*must be below imageSize \(16\) and divide it, got 6/);
+  });
+  dispose(u);
+  dispose(base);
+});
+
+test('noise-conditioning augmentation: each example gets noise of its own level, drawn from the training seed', () => {
+  tf.tidy(() => {
+    const lowRes = tf.zeros([3, 8, 8, 3]) as tf.Tensor4D;
+    const noisy = corruptLowRes(lowRes, Float32Array.from([0, 0.1, 0.4]), 9);
+    const std = tf.sqrt(tf.moments(noisy, [1, 2, 3]).variance).dataSync();
+    assert.equal(std[0], 0);
+    assert.ok(Math.abs(std[1] - 0.1) < 0.02 && Math.abs(std[2] - 0.4) < 0.08, `noise std per example: ${std}`);
+  });
+  const u = new Decoder({ ...UPSAMPLER, lowResNoise: 0.5 }, 7);
+  const draws = u.trainingMasks(64, 3);
+  assert.ok(draws.lowResSigma!.every((s) => s >= 0 && s <= 0.5) && Math.max(...draws.lowResSigma!) > 0.4);
+  assert.deepEqual(u.trainingMasks(64, 3), draws);
+  // A base decoder's draws are what they were before upsamplers existed: no low-res draws appended.
+  const base = new Decoder(TINY, 7);
+  assert.equal(base.trainingMasks(64, 3).lowResSigma, undefined);
+  assert.equal(base.trainingMasks(64, 3).noiseSeed, draws.noiseSeed);
+  dispose(u);
+  dispose(base);
+});
+
+test('an upsampler samples at its own size from a low-res image, with guidance, leaking nothing', () => {
+  const u = new Decoder(UPSAMPLER, 8);
+  randomize(u, 600);
+  const { images, imageEmb, tokens } = colouredSquares();
+  const lowRes = tf.avgPool(images, 2, 2, 'valid') as tf.Tensor4D;
+  const before = tf.memory().numTensors;
+  const out = u.sample({ imageEmb, lowRes }, { steps: 3, seed: 2, sampler: 'ddim', guidance: 3 });
+  assert.deepEqual(out.shape, [4, 16, 16, 3]);
+  out.dispose();
+  assert.equal(tf.memory().numTensors, before);
+  tf.dispose([images, imageEmb, tokens, lowRes]);
+  dispose(u);
+});
+
+test('upsampler gradients match finite differences (the stacked low-res input conv)', () => {
+  const u = new Decoder({ ...UPSAMPLER, imageEmbDrop: 0, lowResNoise: 0.3 }, 9);
+  randomize(u, 700);
+  const { images, imageEmb, tokens } = colouredSquares();
+  const lowRes = tf.avgPool(images, 2, 2, 'valid') as tf.Tensor4D;
+  checkParamGradients(u.params(), () => u.loss({ images, imageEmb, lowRes }, 3), ['in.w', 'down.0.0.res.norm1.g', 'out.conv.w']);
+  tf.dispose([images, imageEmb, tokens, lowRes]);
+  dispose(u);
 });

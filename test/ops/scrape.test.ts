@@ -34,7 +34,7 @@ before(async () => {
     nc,
     run: 'scrape',
     config: CoordinatorConfig.parse({ minTrainers: 1, maxTrainers: 2, httpPort: 0 }),
-    budgets: { clip: 5, prior: 0, decoder: 0 },
+    budgets: { clip: 5, prior: 0, decoder: 0, upsampler: 0 },
     shards: [{ key: '00000.tar', samples: 8 }, { key: '00001.tar', samples: 8 }],
     ticking: false,
   });

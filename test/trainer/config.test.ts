@@ -19,7 +19,7 @@ test('an empty run file is a complete config: every field has a default', () => 
 });
 
 test('every field of the run file is described, and has a default unless documented optional', () => {
-  const optional = new Set(['data.eval', 'stages.clip.batchSize', 'stages.prior.batchSize', 'stages.decoder.batchSize']);
+  const optional = new Set(['data.eval', 'stages.clip.batchSize', 'stages.prior.batchSize', 'stages.decoder.batchSize', 'stages.upsampler.batchSize']);
   const missing: string[] = [];
   const walk = (schema: any, path: string) => {
     for (const [key, prop] of Object.entries<any>(schema.properties ?? {})) {

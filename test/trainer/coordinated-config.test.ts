@@ -42,7 +42,7 @@ function start(run: string, runConfig: RunConfig | undefined, over: Partial<Coor
     run,
     config: CoordinatorConfig.parse({ httpPort: 0 }),
     runConfig,
-    budgets: { clip: runConfig?.stages.clip.steps ?? 1, prior: 0, decoder: 0 },
+    budgets: { clip: runConfig?.stages.clip.steps ?? 1, prior: 0, decoder: 0, upsampler: 0 },
     shards: [{ key: '00000.tar', samples: 4 }],
     ticking: false,
     ...over,
@@ -112,7 +112,7 @@ test('a coordinator holding no run config: a trainer with a file uses it, one wi
 test('easel trainer --nats --run, without --config, runs the coordinator’s run; a different --config exits 2 naming the field', { timeout: 60_000 }, async (t) => {
   // Every stage budget 0: the run is done at once, so the trainer fetches the config, builds the models, registers and ends.
   const config = parseRunConfig(runFile('cli', { clip: 0, prior: 0, decoder: 0 }));
-  const c = await start('cli', config, { budgets: { clip: 0, prior: 0, decoder: 0 } });
+  const c = await start('cli', config, { budgets: { clip: 0, prior: 0, decoder: 0, upsampler: 0 } });
   try {
     const ok = await runEasel(t, ['trainer', '--nats', nats.url, '--run', 'cli', '--id', 'w0'], { EASEL_BACKEND: 'cpu' });
     assert.equal(ok.code, 0, ok.log);
@@ -130,7 +130,7 @@ test('easel trainer --nats --run, without --config, runs the coordinator’s run
 test('with the run file comes the coordinator’s tokenizer: a trainer trains with those merges and learns none of its own', { timeout: 60_000 }, async (t) => {
   const config = parseRunConfig({ ...runFile('bpe', { clip: 0, prior: 0, decoder: 0 }), tokenizer: { merges: 30 } });
   const merges = new Tokenizer([[97, 98], [259, 99]]).toJson();
-  const c = await start('bpe', config, { budgets: { clip: 0, prior: 0, decoder: 0 }, tokenizer: merges });
+  const c = await start('bpe', config, { budgets: { clip: 0, prior: 0, decoder: 0, upsampler: 0 }, tokenizer: merges });
   try {
     const got = await fetchRunConfig(nc, 'bpe');
     assert.deepEqual(got.tokenizer?.toJson(), merges);

@@ -10,11 +10,12 @@ import { openStore } from '../../src/data/store/index.ts';
 import { listShards, readShard, statsKeyFor } from '../../src/data/webdataset/index.ts';
 import { Coordinator, type CoordinatorStatus, type ShardInfo } from '../../src/coordinator/service.ts';
 import { parseCoordinatorConfig } from '../../src/coordinator/config.ts';
-import { parseRunConfig, stageBatchSize } from '../../src/trainer/config.ts';
+import { parseRunConfig } from '../../src/trainer/config.ts';
+import { stagePlan } from '../../src/coordinator/stages.ts';
 import { openNats, closeNats } from '../../src/transport/connection.ts';
 import { startNats, type NatsServer } from '../helpers/nats.ts';
 import { SynthConfig, writeSynthDataset } from '../../src/data/synth/index.ts';
-import { IMAGE_SIZE, tinyRun } from './fixtures.ts';
+import { IMAGE_SIZE, tinyRun, type TinySteps } from './fixtures.ts';
 import type { NatsConnection } from 'nats';
 import { decodeHeader, HEADER_BYTES, type Dtype } from '../../src/transport/chunks.ts';
 
@@ -128,7 +129,7 @@ export async function writeDataset(dir: string, shards: number, perShard = 16): 
 export async function startHarness(
   dir: string,
   opts: {
-    steps: { clip: number; prior: number; decoder: number };
+    steps: TinySteps;
     shards?: number;
     perShard?: number;
     epochs?: number;
@@ -171,8 +172,8 @@ export async function startHarness(
     await coordinatorProcess.start();
   } else {
     const parsed = parseRunConfig(runFile);
-    const batchSizes = { clip: stageBatchSize(parsed, 'clip'), prior: stageBatchSize(parsed, 'prior'), decoder: stageBatchSize(parsed, 'decoder') };
-    coordinator = await Coordinator.start({ nc, run, config: parseCoordinatorConfig(coordinatorSection), budgets: opts.steps, batchSizes, shards: await shardInfos(data) });
+    const { budgets, batchSizes } = stagePlan(parsed);
+    coordinator = await Coordinator.start({ nc, run, config: parseCoordinatorConfig(coordinatorSection), budgets, batchSizes, shards: await shardInfos(data) });
   }
   const children: ChildProcess[] = [];
   return {

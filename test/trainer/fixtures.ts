@@ -1,5 +1,5 @@
 // Shared by the trainer tests: a few dozen synthetic shape images in shards, a run config with tiny models so a
-// whole CLIP → prior → decoder run takes seconds, and a two-layer regression for the step and checkpoint tests.
+// whole CLIP → prior → decoder (→ upsampler) run takes seconds, and a two-layer regression for the step and checkpoint tests.
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as tf from '@tensorflow/tfjs-core';
@@ -7,8 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore } from '../../src/data/store/index.ts';
 import { SynthConfig, writeSynthDataset } from '../../src/data/synth/index.ts';
-import { parseRunConfig, STAGES, type RunConfig } from '../../src/trainer/config.ts';
-import type { TrainResult } from '../../src/trainer/train.ts';
+import { parseRunConfig, type RunConfig } from '../../src/trainer/config.ts';
+import { runWeights, type TrainResult } from '../../src/trainer/train.ts';
 
 export const IMAGE_SIZE = 16;
 
@@ -19,9 +19,14 @@ export async function writeTinyDataset(dir: string): Promise<void> {
   await store.close();
 }
 
+/** Step budgets of the tiny run's stages; with an upsampler the decoder draws at half the data's size. */
+export type TinySteps = { clip: number; prior: number; decoder: number; upsampler?: number };
+
 /** The tiny run as a plain object (what a run file would hold). */
-export function tinyRun(dataUrl: string, checkpointUrl: string, steps = { clip: 3, prior: 3, decoder: 3 }) {
+export function tinyRun(dataUrl: string, checkpointUrl: string, steps: TinySteps = { clip: 3, prior: 3, decoder: 3 }) {
   const embedDim = 16;
+  const decoderSize = steps.upsampler ? IMAGE_SIZE / 2 : IMAGE_SIZE;
+  const unet = { channels: 8, channelMults: [1, 2], groups: 4, attentionHeads: 2, embedDim, timesteps: 50 };
   return {
     name: 'tiny',
     seed: 11,
@@ -42,14 +47,24 @@ export function tinyRun(dataUrl: string, checkpointUrl: string, steps = { clip: 
         steps: steps.decoder,
         batchSize: 4,
         schedule: { warmupSteps: 1 },
-        model: { imageSize: IMAGE_SIZE, channels: 8, channelMults: [1, 2], groups: 4, attentionHeads: 2, embedDim, clipTokens: 2, contextDim: 16, contextLength: 24, textLayers: 1, textHeads: 2, timesteps: 50 },
+        model: { ...unet, imageSize: decoderSize, clipTokens: 2, contextDim: 16, contextLength: 24, textLayers: 1, textHeads: 2 },
       },
+      ...(steps.upsampler
+        ? {
+            upsampler: {
+              steps: steps.upsampler,
+              batchSize: 4,
+              schedule: { warmupSteps: 1 },
+              model: { ...unet, imageSize: IMAGE_SIZE, lowResSize: decoderSize, clipTokens: 0, captionContext: false, contextLength: 24 },
+            },
+          }
+        : {}),
     },
     checkpoint: { url: checkpointUrl, everySteps: 2, everyMinutes: 0, keep: 2 },
   };
 }
 
-export function tinyConfig(dataUrl: string, checkpointUrl: string, steps?: { clip: number; prior: number; decoder: number }): RunConfig {
+export function tinyConfig(dataUrl: string, checkpointUrl: string, steps?: TinySteps): RunConfig {
   return parseRunConfig(tinyRun(dataUrl, checkpointUrl, steps));
 }
 
@@ -76,12 +91,9 @@ export function regression(seed: number, dataSeed = seed + 2) {
   return { params, loss, dispose: () => tf.dispose([...params.values(), x, y]) };
 }
 
-/** Every weight of a run (three models + EMA) as bytes, in a fixed order. */
+/** Every weight of a run (its models + EMA) as bytes, in a fixed order. */
 export function weights(r: TrainResult): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
-  for (const s of STAGES) for (const [n, v] of r.models[s].params()) out.set(`${s}.${n}`, Buffer.from((v.dataSync() as Float32Array).buffer));
-  for (const s of ['prior', 'decoder'] as const) for (const [n, v] of r.ema[s].shadow) out.set(`ema.${s}.${n}`, Buffer.from((v.dataSync() as Float32Array).buffer));
-  return out;
+  return new Map(runWeights(r.models, r.ema).map(([n, v]) => [n, Buffer.from((v.dataSync() as Float32Array).buffer)]));
 }
 
 /** Bit-for-bit equality of two runs' weights, naming the ones that differ. */

@@ -96,7 +96,7 @@ test('easel trainer --resume refuses a checkpoint of another architecture (exit 
       run: 'compat',
       config: CoordinatorConfig.parse({ httpPort: 0 }),
       runConfig: parseRunConfig({ ...other, name: 'compat' }),
-      budgets: { clip: 1, prior: 0, decoder: 0 },
+      budgets: { clip: 1, prior: 0, decoder: 0, upsampler: 0 },
       shards: [{ key: '00000.tar', samples: 16 }],
       ticking: false,
     });

@@ -144,7 +144,7 @@ test('a coordinator and an `easel trainer` process train over a NATS that wants 
       run: 'authrun',
       config: CoordinatorConfig.parse({ heartbeatTimeoutMs: 20_000, tickMs: 200, httpPort: 0 }),
       runConfig: config,
-      budgets: { clip: 3, prior: 0, decoder: 0 },
+      budgets: { clip: 3, prior: 0, decoder: 0, upsampler: 0 },
       shards: await shardInfos(join(dir, 'data')),
     });
     try {
