@@ -78,9 +78,9 @@ for (const [wire, dtype] of [['bf16', Dtype.BF16], ['f16', Dtype.F16]] as const)
   });
 }
 
-test('a distributed trainer holds the same number of tensors after every step of a stage', { timeout: 120_000 }, async (t) => {
+test('a distributed trainer holds the same number of tensors after every step of each of the four stages', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
-    const h = await startHarness(dir, { steps: { clip: 4, prior: 3, decoder: 3 }, shards: 4, epochs: 2 });
+    const h = await startHarness(dir, { steps: { clip: 4, prior: 3, decoder: 3, upsampler: 2 }, shards: 4, epochs: 2 });
     t.after(() => h.stop());
     try {
       const tf = await import('@tensorflow/tfjs-core');
@@ -94,18 +94,18 @@ test('a distributed trainer holds the same number of tensors after every step of
       // machine, longer than the heartbeat timeout): that stall is not the trainer's silence, so the first
       // generation is the only one (a trainer declared dead registers again, forming another).
       assert.equal(h.coordinator.status().generation, 1, 'the coordinator declared the trainer dead while it computed a step in the same process');
-      assert.equal(counts.length, 10);
+      assert.equal(counts.length, 12);
       // Each stage has its own optimiser (moments sized by its model), so the count may change at a stage boundary;
       // within a stage it must stay flat.
-      const perStage = [counts.slice(0, 4), counts.slice(4, 7), counts.slice(7)];
+      const perStage = [counts.slice(0, 4), counts.slice(4, 7), counts.slice(7, 10), counts.slice(10)];
       for (const c of perStage) assert.ok(c.every((n) => n === c[0]), `tensors per step: ${counts.join(' ')}`);
       // Across stages the only difference is Adam's two moments per trained variable: the old optimiser was freed.
       const { buildModels, disposeModels } = await import('../../src/trainer/models.ts');
       const m = buildModels(config);
-      const vars = [m.clip.params().size, m.prior.params().size, m.decoder.params().size];
+      const vars = [m.clip.params().size, m.prior.params().size, m.decoder.params().size, m.upsampler!.params().size];
       disposeModels(m);
       const rest = perStage.map((c, i) => c[0] - 2 * vars[i]);
-      assert.deepEqual(rest, [rest[0], rest[0], rest[0]], `tensors per step: ${counts.join(' ')}; variables per stage: ${vars.join(' ')}`);
+      assert.deepEqual(rest, [rest[0], rest[0], rest[0], rest[0]], `tensors per step: ${counts.join(' ')}; variables per stage: ${vars.join(' ')}`);
     } finally {
       await h.stop();
     }
