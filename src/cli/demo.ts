@@ -77,8 +77,9 @@ export async function run(argv: string[]): Promise<number> {
   const ckptDir = join(out, 'checkpoints');
   const stages = config.stages;
   if (smoke) {
-    const tiny = (s: { steps: number }) => ({ ...s, steps: 2 });
-    config = parseRunConfig({ ...config, stages: { clip: tiny(stages.clip), prior: tiny(stages.prior), decoder: tiny(stages.decoder) } }, 'smoke config');
+    // Two steps of every stage the run file trains (a stage it skips stays skipped).
+    const tiny = Object.fromEntries(Object.entries(stages).map(([name, s]) => [name, { ...s, steps: Math.min(s.steps, 2) }]));
+    config = parseRunConfig({ ...config, stages: tiny }, 'smoke config');
   }
   config = parseRunConfig({ ...config, data: { ...config.data, train: trainDir, eval: evalDir }, checkpoint: { ...config.checkpoint, url: ckptDir } }, `${configPath} with --out ${out}`);
   const synth = smoke ? { ...DEMO_SYNTH, shards: 1, perShard: 48, evalPerPair: 4 } : DEMO_SYNTH;

@@ -1,5 +1,5 @@
 // `easel train --config run.yaml [--resume latest|<url>] [--out <url>] [--stop-at <step>]`: one process trains
-// CLIP → prior → decoder as the run file says. Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a
+// CLIP → prior → decoder (→ upsampler) as the run file says. Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a
 // checkpoint and exits; `--resume latest` continues from it exactly.
 import { abortOnSignals, parseFlags, UsageError } from './args.ts';
 

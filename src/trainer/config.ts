@@ -111,7 +111,7 @@ export const RunConfig = z
     ),
   })
   .superRefine((c, ctx) => {
-    // The three models must agree on the shapes they exchange; say which field disagrees with which.
+    // The models must agree on the shapes they exchange; say which field disagrees with which.
     const same = (path: string, value: number, refPath: string, ref: number) => {
       if (value !== ref) ctx.addIssue({ code: 'custom', path: path.split('.'), message: `must equal ${refPath} (${ref}), got ${value}` });
     };

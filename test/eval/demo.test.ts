@@ -18,15 +18,16 @@ test('examples/demo.yaml is a valid run file', async () => {
 test('easel demo --smoke writes the dataset, filtered shards, checkpoints, a grid and eval.json under --out (default ./demo-out)', async () => {
   await withTempDir(async (dir) => {
     const runFile = join(dir, 'tiny.yaml');
-    // The fixtures' tiny models; data and checkpoint URLs are the demo's to set.
-    await writeFile(runFile, stringify(tinyRun('unused', 'unused')));
+    // The fixtures' tiny models, an upsampler included; data and checkpoint URLs are the demo's to set.
+    await writeFile(runFile, stringify(tinyRun('unused', 'unused', { clip: 3, prior: 3, decoder: 3, upsampler: 3 })));
     const out = join(dir, 'demo-out');
     assert.equal(await demo(['--smoke', '--config', runFile, '--out', out]), 0);
     const entries = (await readdir(out)).sort();
     assert.deepEqual(entries, ['checkpoints', 'data', 'demo.json', 'eval.json', 'samples', 'synth']);
     assert.ok((await readdir(join(out, 'synth', 'eval'))).some((f) => f.endsWith('.tar')));
     assert.ok((await readdir(join(out, 'data', 'train'))).some((f) => f.endsWith('.tar')));
-    assert.ok((await readdir(join(out, 'checkpoints'))).includes('latest.json'));
+    // --smoke trains every stage the run file trains, the upsampler too.
+    assert.equal(JSON.parse(await readFile(join(out, 'checkpoints', 'latest.json'), 'utf8')).stage, 'upsampler');
     const grid = await sharp(join(out, 'samples', 'grid.png')).metadata();
     assert.equal(grid.format, 'png');
     const r = JSON.parse(await readFile(join(out, 'eval.json'), 'utf8'));
