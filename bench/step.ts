@@ -1,15 +1,16 @@
-// `npm run bench -- step [run.yaml] [--reps N]`: time of one training step of each model (CLIP, prior, decoder)
+// `npm run bench -- step [run.yaml] [--reps N]`: time of one training step of each model (CLIP, prior, decoder, and
+// the upsampler when the run file trains one)
 // as easel's loop runs it — trainStep (gradients → flat vector → reduce → rebuild → Adam) plus the EMA update —
 // against the bare tfjs step of the same model in the same process: optimizer.minimize(loss) on the same
 // batch. Both sides get the same device batch (images, tokens, frozen-CLIP embeddings), prepared once.
 // Steps alternate easel/bare (and which goes first) so drift in machine load hits both alike; the median over reps is reported.
 // The ratio uses this process's CPU time per step (wasm runs on one thread here), which other processes on a
 // shared machine do not inflate; wall-clock medians are reported beside it.
-// Last line: {"ratio": worst easel/bare over the three models, …}. Goal: ≤ 1.15.
+// Last line: {"ratio": worst easel/bare over the models, …}. Goal: ≤ 1.15.
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/model/backend.ts';
-import { loadRunConfig, stageBatchSize, STAGES, type StageName } from '../src/trainer/config.ts';
-import { buildModels, disposeModels, disposeStageBatch, stageLoss, stageParams, toStageBatch } from '../src/trainer/models.ts';
+import { loadRunConfig, stageBatchSize, type StageName } from '../src/trainer/config.ts';
+import { buildModels, builtStages, disposeModels, disposeStageBatch, stageLoss, stageParams, toStageBatch } from '../src/trainer/models.ts';
 import { Ema } from '../src/trainer/ema.ts';
 import { identityReduce, paramCount, trainStep } from '../src/trainer/step.ts';
 import { Rng } from '../src/util/rng.ts';
@@ -45,7 +46,7 @@ async function main() {
   const result: Record<string, unknown> = { backend, run_file: runFile, reps };
   let worst = 0;
 
-  for (const stage of STAGES) {
+  for (const stage of builtStages(easelModels)) {
     const batchSize = stageBatchSize(config, stage);
     const rng = new Rng(7);
     const host = {
