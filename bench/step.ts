@@ -18,7 +18,7 @@ import { Rng } from '../src/util/rng.ts';
 const args = process.argv.slice(2);
 const repsFlag = args.indexOf('--reps');
 const reps = repsFlag >= 0 ? Number(args[repsFlag + 1]) : 8;
-const runFile = args.find((a, i) => !a.startsWith('--') && i !== repsFlag + 1) ?? 'examples/demo.yaml';
+const runFile = args.find((a, i) => !a.startsWith('--') && (repsFlag < 0 || i !== repsFlag + 1)) ?? 'examples/demo.yaml';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
