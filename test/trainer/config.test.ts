@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { UsageError } from '../../src/cli/args.ts';
 import { configDifferences, configHash, describeRunConfig, loadRunConfig, parseRunConfig, RunConfig, stageBatchSize } from '../../src/trainer/config.ts';
@@ -88,6 +89,15 @@ test('run files load from YAML; syntax errors and bad fields name the file', asy
 test('examples/demo.yaml is a valid run file', async () => {
   const c = await loadRunConfig('examples/demo.yaml');
   assert.equal(c.name, 'demo');
+});
+
+test('the upsampler block of docs/models.md, added to examples/demo.yaml, is a valid run file', async () => {
+  const doc = await readFile('docs/models.md', 'utf8');
+  const block = /```yaml\n([\s\S]*?)```/.exec(doc.slice(doc.indexOf('### Upsampler')))![1].replace(/^ {2}/gm, '');
+  const demo = parseYaml(await readFile('examples/demo.yaml', 'utf8'));
+  const c = parseRunConfig({ ...demo, stages: { ...demo.stages, ...parseYaml(block) } });
+  assert.equal(c.stages.upsampler.steps, 400);
+  assert.equal(c.stages.upsampler.model.lowResSize, c.stages.decoder.model.imageSize);
 });
 
 test('--describe lists every key with its default and description', () => {
