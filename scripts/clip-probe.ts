@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/model/backend.ts';
 import { loadCheckpoint } from '../src/trainer/models.ts';
-import { readEvalSamples, type EvalSample } from '../src/eval/evaluate.ts';
+import { readSynthSamples, type SynthSample } from '../src/eval/evaluate.ts';
 
 const [ckptUrl, trainUrl, evalUrl] = process.argv.slice(2);
 if (!evalUrl) {
@@ -19,7 +19,7 @@ await initBackend();
 const ckpt = await loadCheckpoint(ckptUrl);
 const size = ckpt.models.clip.config.imageSize;
 
-async function embed(samples: EvalSample[]): Promise<number[][]> {
+async function embed(samples: SynthSample[]): Promise<number[][]> {
   const out: number[][] = [];
   for (let i = 0; i < samples.length; i += 32) {
     const part = samples.slice(i, i + 32);
@@ -52,13 +52,13 @@ function solve(A: number[][], B: number[][]): number[][] {
 const dot = (a: number[], b: number[]) => a.reduce((s, x, k) => s + x * b[k], 0);
 const argmax = (xs: number[]) => xs.indexOf(Math.max(...xs));
 
-const train = await readEvalSamples(trainUrl, size, 1200);
-const held = await readEvalSamples(evalUrl, size, 64);
+const train = await readSynthSamples(trainUrl, size, 1200);
+const held = await readSynthSamples(evalUrl, size, 64);
 const [te, he] = [await embed(train), await embed(held)];
 const report: Record<string, unknown> = { checkpoint: ckptUrl, train: train.length, held_out: held.length };
 for (const key of ['shape', 'color'] as const) {
   const classes = [...new Set(train.map((s) => s.truth[key]))];
-  const accuracy = (predict: (v: number[]) => string) => (ss: EvalSample[], es: number[][]) => +(ss.filter((s, i) => predict(es[i]) === s.truth[key]).length / ss.length).toFixed(3);
+  const accuracy = (predict: (v: number[]) => string) => (ss: SynthSample[], es: number[][]) => +(ss.filter((s, i) => predict(es[i]) === s.truth[key]).length / ss.length).toFixed(3);
 
   const pairs = new Map<string, number[][]>();
   train.forEach((s, i) => pairs.set(`${s.truth.color} ${s.truth.shape}`, [...(pairs.get(`${s.truth.color} ${s.truth.shape}`) ?? []), te[i]]));

@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { parseArgs } from 'node:util';
 import { initBackend } from '../src/model/backend.ts';
 import { Clip, ClipConfig } from '../src/model/clip.ts';
-import { readEvalSamples, type EvalSample } from '../src/eval/evaluate.ts';
+import { readSynthSamples, type SynthSample } from '../src/eval/evaluate.ts';
 import { SHAPES } from '../src/data/synth/spec.ts';
 import { Rng } from '../src/util/rng.ts';
 
@@ -36,15 +36,15 @@ const LOGIT_SCALE = 10;
 await initBackend();
 const config = ClipConfig.parse(JSON.parse(values.clip));
 const size = config.imageSize;
-const train = await readEvalSamples(trainUrl, size, 10_000);
-const held = await readEvalSamples(evalUrl, size, 10_000);
+const train = await readSynthSamples(trainUrl, size, 10_000);
+const held = await readSynthSamples(evalUrl, size, 10_000);
 const clip = new Clip(config, seed);
 const head = tf.variable(tf.randomNormal([config.embedDim, SHAPES.length], 0, 0.1, 'float32', seed), true, 'shapeHead');
 const optimizer = tf.train.adam(1e-3);
 const rng = new Rng(seed);
 
 /** The samples' images as a batch; each one, with probability `grey`, in grey. */
-function pixels(samples: EvalSample[], grey = 0): tf.Tensor4D {
+function pixels(samples: SynthSample[], grey = 0): tf.Tensor4D {
   const px = new Float32Array(samples.length * size * size * 3);
   samples.forEach((s, i) => {
     px.set(s.image, i * size * size * 3);
@@ -62,7 +62,7 @@ function logits(images: tf.Tensor4D): tf.Tensor2D {
   return tf.mul(tf.matMul(clip.encodeImage(images), head), LOGIT_SCALE);
 }
 
-async function accuracy(samples: EvalSample[]): Promise<number> {
+async function accuracy(samples: SynthSample[]): Promise<number> {
   let hits = 0;
   for (let i = 0; i < samples.length; i += 64) {
     const part = samples.slice(i, i + 64);

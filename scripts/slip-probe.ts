@@ -9,7 +9,7 @@ import { initBackend } from '../src/model/backend.ts';
 import { Clip, ClipConfig } from '../src/model/clip.ts';
 import { contrastiveLoss } from '../src/model/losses.ts';
 import { tokenize } from '../src/model/tokenizer.ts';
-import { readEvalSamples, retrievalTop1, fitsCaption, type EvalSample } from '../src/eval/evaluate.ts';
+import { readSynthSamples, retrievalTop1, fitsCaption, type SynthSample } from '../src/eval/evaluate.ts';
 import { SHAPES } from '../src/data/synth/spec.ts';
 import { Rng } from '../src/util/rng.ts';
 
@@ -19,14 +19,14 @@ const STEPS = Number(stepsArg ?? 500);
 await initBackend();
 const config = ClipConfig.parse({ imageSize: 32, patchSize: 8, width: 64, layers: 2, heads: 4, contextLength: 48, textWidth: 64, textLayers: 2, textHeads: 4, embedDim: 64 });
 const S = 32;
-const train = await readEvalSamples(trainUrl, S, 10_000);
-const held = await readEvalSamples(evalUrl, S, 10_000);
+const train = await readSynthSamples(trainUrl, S, 10_000);
+const held = await readSynthSamples(evalUrl, S, 10_000);
 const clip = new Clip(config, 1);
 const opt = tf.train.adam(1e-3, 0.9, 0.98);
 const rng = new Rng(1);
 const PERMS = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
 
-function pixels(samples: EvalSample[], view: boolean): tf.Tensor4D {
+function pixels(samples: SynthSample[], view: boolean): tf.Tensor4D {
   const px = new Float32Array(samples.length * S * S * 3);
   samples.forEach((s, i) => {
     const o = i * S * S * 3;
@@ -55,7 +55,7 @@ for (let step = 1; step <= STEPS; step++) {
   if (step % 100 === 0) console.log('step', step, 'loss', (await loss.data())[0].toFixed(3));
   tf.dispose([loss, v1, v2, im, tok]);
 }
-async function embed(samples: EvalSample[]): Promise<number[][]> {
+async function embed(samples: SynthSample[]): Promise<number[][]> {
   const out: number[][] = [];
   for (let i = 0; i < samples.length; i += 64) {
     const e = tf.tidy(() => clip.encodeImage(pixels(samples.slice(i, i + 64), false)));
@@ -71,7 +71,7 @@ const head = tf.variable(tf.zeros([64, 3]));
 const popt = tf.train.adam(1e-2);
 const X = tf.tensor2d(ef), Y = tf.oneHot(tf.tensor1d(fitSet.map((s) => SHAPES.indexOf(s.truth.shape)), 'int32'), 3);
 for (let i = 0; i < 500; i++) tf.dispose(popt.minimize(() => tf.losses.softmaxCrossEntropy(Y, tf.mul(tf.matMul(X, head), 10)) as tf.Scalar, true)!);
-const acc = async (e: number[][], s: EvalSample[]) => {
+const acc = async (e: number[][], s: SynthSample[]) => {
   const p = (await tf.argMax(tf.matMul(tf.tensor2d(e), head), 1).data()) as Int32Array;
   return +(s.filter((x, i) => SHAPES[p[i]] === x.truth.shape).length / s.length).toFixed(3);
 };

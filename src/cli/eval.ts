@@ -1,12 +1,14 @@
-// `easel eval --checkpoint <url> --data <url> [--out eval.json]`: scores a checkpoint on the synthetic dataset's
-// held-out colour–shape pairs (CLIP retrieval, prior cosine vs the text baseline, decoder colour/shape accuracy).
+// `easel eval --checkpoint <url> --data <url> [--out eval.json]`: scores a checkpoint on held-out caption–image
+// pairs (CLIP retrieval, prior cosine vs the text baseline, CLIP score of generated images) and, on the synthetic
+// dataset's held-out colour–shape pairs, the decoder's colour and shape accuracy too.
 import { writeFile } from 'node:fs/promises';
 import { parseFlags, UsageError, validate } from './args.ts';
 
 const HELP = `usage: easel eval --checkpoint <url> --data <url> [--out eval.json] [options]
 
   --checkpoint <url>     a checkpoint folder, or a run's checkpoint root (its latest checkpoint is used)
-  --data <url>           the synthetic dataset's eval/ split (held-out colour–shape pairs, NNNNN.tar)
+  --data <url>           held-out shards (NNNNN.tar, filtered): any caption–image split, or the synthetic
+                         dataset's eval/ split, which also scores colour and shape accuracy
   --out <file>           where the JSON report goes (default: stdout only)
   --samples <n>          held-out samples used at most (default 64)
   --generate <n>         of those, captions the decoder draws an image for (default 32)

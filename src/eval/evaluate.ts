@@ -1,20 +1,26 @@
-// `easel eval`: scores a checkpoint on the synthetic dataset's held-out colour–shape pairs (its eval/ split):
-//   clip.retrieval_top1      each held-out caption retrieves the eval image with the most similar CLIP embedding;
-//                            a hit when that image has every attribute the caption names (colour, shape, and the
-//                            background and size when named), since many images fit one caption;
+// `easel eval`: scores a checkpoint on held-out caption–image pairs. Any WebDataset split will do (real captions:
+// the figures marked *); the synthetic dataset's eval/ split (held-out colour–shape pairs, ground truth in each
+// .json) adds the figures that need to know what an image shows:
+//   clip.retrieval_top1 *    each held-out caption retrieves the eval image with the most similar CLIP embedding;
+//                            a hit when that image is the caption's own or, with synthetic ground truth, has every
+//                            attribute the caption names (colour, shape, and background and size when named),
+//                            since many images fit one synthetic caption;
 //   clip.retrieval_top1_color_shape  the same, counting a hit when colour and shape match (the held-out binding).
-//   prior.cosine             mean cosine(prior sample for the caption, CLIP embedding of the true image), beside
-//   prior.text_baseline_cosine  the baseline of using the caption's text embedding directly.
-//   decoder.color_accuracy   images generated from the held-out captions (text → prior → decoder), read by the
+//   prior.cosine *           mean cosine(prior sample for the caption, CLIP embedding of the true image), beside
+//   prior.text_baseline_cosine *  the baseline of using the caption's text embedding directly.
+//   decoder.clip_score *     mean CLIP score (cosine of image and caption embeddings) of images generated from the
+//                            held-out captions (text → prior → decoder), beside
+//   decoder.real_clip_score *  the held-out images' own CLIP score with their captions: what a perfect decoder reaches;
+//   decoder.color_accuracy   the same generated images read by the
 //   decoder.shape_accuracy   deterministic shape analyser, against the caption's colour and shape;
 //   decoder.blank            the fraction of those images in which the analyser finds no shape (its colour and
 //                            shape readings are then guesses: noise or an empty canvas can score by chance);
 //   decoder.by_pair          the same figures per colour–shape pair of the captions ("green triangle": …).
-//   decoder_from_image_embedding  the same figures for images the decoder draws from the CLIP embeddings of the
+//   decoder_from_image_embedding *  the same figures for images the decoder draws from the CLIP embeddings of the
 //                            held-out *images* (no prior): where they are good and decoder.* is not, the prior is
 //                            what fails the held-out pairs; where both are poor, the decoder (or CLIP's embedding
 //                            of the pair) is.
-//   decoder_reranked         only with `rerank` K > 0: the decoder figures when each caption gets K candidates
+//   decoder_reranked *       only with `rerank` K > 0: the decoder figures when each caption gets K candidates
 //                            and keeps the one CLIP finds most similar to it, as `easel generate --rerank K` (and
 //                            the demo's sample grid) does; decoder.* stays the one-draw figure.
 import * as tf from '@tensorflow/tfjs-core';
@@ -25,7 +31,7 @@ import { BACKGROUNDS, COLORS, SHAPES, SIZES, type GroundTruth } from '../data/sy
 import { listShards, readShard } from '../data/webdataset/index.ts';
 import type { Models } from '../trainer/models.ts';
 import { deriveSeed } from '../util/rng.ts';
-import { decode, generate, priorEmbeddings, SampleConfig, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
+import { clipScores, decode, generate, priorEmbeddings, SampleConfig, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
 import { analyseShape, type ShapeReading } from './shape-analyser.ts';
 
 const SAMPLING = SampleConfig.pick({ steps: true, priorSteps: true, guidance: true, priorGuidance: true, sampler: true, upsamplerSteps: true, seed: true });
@@ -40,13 +46,17 @@ export const EvalConfig = z.strictObject({
 });
 export type EvalConfig = z.output<typeof EvalConfig>;
 
+/** A decoder's scores: CLIP scores always, the analyser's readings only on a split with synthetic ground truth. */
+export type DecoderReport = Partial<ReturnType<typeof scoreDecoder>> & { clip_score: number; real_clip_score: number };
+
 export interface EvalReport {
-  clip: { retrieval_top1: number; retrieval_top1_color_shape: number };
+  /** retrieval_top1_color_shape only on a split with synthetic ground truth. */
+  clip: { retrieval_top1: number; retrieval_top1_color_shape?: number };
   prior: { cosine: number; text_baseline_cosine: number };
-  decoder: DecoderScores & { by_pair: Record<string, DecoderScores & { n: number }> };
-  decoder_from_image_embedding: EvalReport['decoder'];
+  decoder: DecoderReport;
+  decoder_from_image_embedding: DecoderReport;
   /** Only when config.rerank > 0. */
-  decoder_reranked?: EvalReport['decoder'];
+  decoder_reranked?: DecoderReport;
   /** How many samples each figure is over, and the settings used. */
   counts: { retrieval: number; prior: number; decoder: number };
   config: EvalConfig;
@@ -65,7 +75,7 @@ export const BLANK_COVERAGE = 0.01;
  * Scores analyser readings of generated images against the ground truth of the captions they were drawn for:
  * overall and per colour–shape pair (keys "green triangle", in first-seen order).
  */
-export function scoreDecoder(results: { truth: Pick<GroundTruth, 'color' | 'shape'>; reading: ShapeReading }[]): EvalReport['decoder'] {
+export function scoreDecoder(results: { truth: Pick<GroundTruth, 'color' | 'shape'>; reading: ShapeReading }[]): DecoderScores & { by_pair: Record<string, DecoderScores & { n: number }> } {
   const score = (rs: typeof results): DecoderScores => {
     const frac = (ok: (r: (typeof results)[number]) => boolean) => (rs.length ? rs.filter(ok).length / rs.length : 0);
     return {
@@ -84,30 +94,53 @@ export function scoreDecoder(results: { truth: Pick<GroundTruth, 'color' | 'shap
 
 export interface EvalSample {
   caption: string;
-  truth: GroundTruth;
+  /** The synthetic dataset's record of what the image shows; absent on other datasets. */
+  truth?: GroundTruth;
   /** size×size×3 in [-1, 1], decoded exactly as the training loader decodes. */
   image: Float32Array;
 }
 
-/** The held-out samples under `url` (the eval split: NNNNN.tar with synth ground truth in each .json). */
+/**
+ * The first `max` held-out samples under `url` (NNNNN.tar, in shard order), with the synthetic ground truth of
+ * each sample whose .json has one. A sample without an image or a caption is an error: pass filtered shards.
+ */
 export async function readEvalSamples(url: string, imageSize: number, max: number): Promise<EvalSample[]> {
   const store = await openStore(url);
   try {
     const shards = await listShards(store);
-    if (shards.length === 0) throw new Error(`no shards (NNNNN.tar) under ${url}: pass the synthetic dataset's eval/ split`);
+    if (shards.length === 0) throw new Error(`no shards (NNNNN.tar) under ${url}: pass a held-out split (filtered shards, or the synthetic dataset's eval/)`);
     const out: EvalSample[] = [];
     for (const s of shards) {
       for await (const sample of readShard(store, s.key)) {
         if (out.length >= max) return out;
-        if (!sample.image || !sample.caption || !sample.json) throw new Error(`${s.key}: sample ${sample.key} lacks an image, caption or .json`);
-        const truth = (JSON.parse(sample.json.toString('utf8')) as { synth?: GroundTruth }).synth;
-        if (!truth) throw new Error(`${s.key}: sample ${sample.key} has no "synth" ground truth in its .json (not a synthetic eval split?)`);
+        if (!sample.image || !sample.caption) throw new Error(`${s.key}: sample ${sample.key} lacks an image or a caption (evaluate filtered shards)`);
+        const truth = sample.json ? groundTruth(sample.json, `${s.key}: sample ${sample.key}`) : undefined;
         out.push({ caption: sample.caption.toString('utf8'), truth, image: await decodeImage(sample.image.bytes, imageSize) });
       }
     }
     return out;
   } finally {
     await store.close();
+  }
+}
+
+/** A sample of the synthetic dataset: its ground truth is known. */
+export type SynthSample = EvalSample & { truth: GroundTruth };
+
+/** readEvalSamples for the probes, which need ground truth: throws naming the first sample without it. */
+export async function readSynthSamples(url: string, imageSize: number, max: number): Promise<SynthSample[]> {
+  const samples = await readEvalSamples(url, imageSize, max);
+  const bare = samples.findIndex((s) => !s.truth);
+  if (bare >= 0) throw new Error(`${url}: sample ${bare} ("${samples[bare].caption}") has no "synth" ground truth in its .json: pass shards of the synthetic dataset`);
+  return samples as SynthSample[];
+}
+
+/** The synthetic ground truth in a sample's .json, if it has one. */
+function groundTruth(json: Buffer, what: string): GroundTruth | undefined {
+  try {
+    return (JSON.parse(json.toString('utf8')) as { synth?: GroundTruth }).synth;
+  } catch (err) {
+    throw new Error(`${what}: its .json does not parse: ${(err as Error).message}`);
   }
 }
 
@@ -154,6 +187,17 @@ export function meanCosine(a: number[][], b: number[][]): number {
   return mean(a.map((x, i) => dot(x, b[i]) / Math.sqrt(dot(x, x) * dot(b[i], b[i]))));
 }
 
+/** Generated images of one kind: each one's CLIP score and, given ground truth, the analyser's reading. */
+class Draws {
+  readonly scores: number[] = [];
+  readonly judged: Parameters<typeof scoreDecoder>[0] = [];
+
+  add(score: number, judged: Parameters<typeof scoreDecoder>[0][number] | undefined): void {
+    this.scores.push(score);
+    if (judged) this.judged.push(judged);
+  }
+}
+
 async function rows(t: tf.Tensor2D): Promise<number[][]> {
   return (await t.array()) as number[][];
 }
@@ -182,42 +226,48 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
     priorEmb.push(...(await rows(pe)));
     tf.dispose([ie, te, pe]);
   }
-  const fits = (only?: 'color-shape') => (q: number, j: number) => fitsCaption(captions[q], list[j].truth, only);
+  // With synthetic ground truth for every sample, an image fits a caption when it shows what the caption names;
+  // otherwise only the caption's own image does.
+  const truths = list.every((s) => s.truth) ? list.map((s) => s.truth!) : undefined;
+  const fits = (only?: 'color-shape') => (q: number, j: number) => (truths ? fitsCaption(captions[q], truths[j], only) : q === j);
 
-  // Decoder: text → prior → decoder for the first `generate` captions, judged by the analyser; then the same
-  // from the true images' CLIP embeddings, which leaves the prior out.
+  // Decoder: text → prior → decoder for the first `generate` captions, scored by CLIP (and by the analyser, given
+  // ground truth); then the same from the true images' CLIP embeddings, which leaves the prior out.
   const gen = list.slice(0, cfg.generate);
-  const judged: Parameters<typeof scoreDecoder>[0] = [];
-  const fromImage: Parameters<typeof scoreDecoder>[0] = [];
+  const draws = { prior: new Draws(), image: new Draws(), reranked: new Draws() };
+  const judge = (img: RgbImage, k: number) => (truths ? { truth: truths[k], reading: analyseShape(img.data, img.width, img.height) } : undefined);
   for (let i = 0; i < gen.length; i += cfg.batchSize) {
     const caps = gen.slice(i, i + cfg.batchSize).map((s) => s.caption);
     const te = textEmbeddings(models, caps);
     const pe = priorEmbeddings(models, caps, te, cfg, deriveSeed(cfg.seed, 2, i));
-    const images = decode(models, pe, caps, cfg, deriveSeed(cfg.seed, 3, i));
-    const rgb = await toRgbImages(images);
-    tf.dispose([te, pe, images]);
-    onImages?.(rgb, caps);
-    const judge = (images: RgbImage[]) => images.map((img, j) => ({ truth: gen[i + j].truth, reading: analyseShape(img.data, img.width, img.height) }));
-    judged.push(...judge(rgb));
-
     const ie = tf.tensor2d(imgEmb.slice(i, i + caps.length));
-    const fromIe = decode(models, ie, caps, cfg, deriveSeed(cfg.seed, 4, i));
-    fromImage.push(...judge(await toRgbImages(fromIe)));
-    tf.dispose([ie, fromIe]);
+    for (const [from, emb, purpose] of [['prior', pe, 3], ['image', ie, 4]] as const) {
+      const images = decode(models, emb, caps, cfg, deriveSeed(cfg.seed, purpose, i));
+      const rgb = await toRgbImages(images);
+      const scores = clipScores(models, images, te);
+      const s = Array.from(await scores.data());
+      tf.dispose([images, scores]);
+      if (from === 'prior') onImages?.(rgb, caps);
+      rgb.forEach((img, j) => draws[from].add(s[j], judge(img, i + j)));
+    }
+    tf.dispose([te, pe, ie]);
   }
   // Re-ranked: each caption alone, its K candidates in one batch (seeded per caption, apart from the draws above).
-  const reranked: Parameters<typeof scoreDecoder>[0] = [];
   for (let i = 0; cfg.rerank > 0 && i < gen.length; i++) {
-    const { steps, priorSteps, guidance, priorGuidance, sampler } = cfg;
-    const [best] = (await generate(models, [gen[i].caption], { n: 1, rerank: cfg.rerank, steps, priorSteps, guidance, priorGuidance, sampler, seed: deriveSeed(cfg.seed, 5, i) }))[0].images;
-    reranked.push({ truth: gen[i].truth, reading: analyseShape(best.data, best.width, best.height) });
+    const { steps, priorSteps, guidance, priorGuidance, sampler, upsamplerSteps } = cfg;
+    const sampling = { n: 1, rerank: cfg.rerank, steps, priorSteps, guidance, priorGuidance, sampler, upsamplerSteps, seed: deriveSeed(cfg.seed, 5, i) };
+    const [{ images, scores }] = await generate(models, [gen[i].caption], sampling);
+    draws.reranked.add(scores[0], judge(images[0], i));
   }
+  // The held-out images' own CLIP score with their captions: the ceiling for the generated ones.
+  const real = mean(gen.map((_, k) => dot(txtEmb[k], imgEmb[k])));
+  const report = (d: Draws): DecoderReport => ({ ...(truths ? scoreDecoder(d.judged) : {}), clip_score: mean(d.scores), real_clip_score: real });
   return {
-    clip: { retrieval_top1: retrievalTop1(txtEmb, imgEmb, fits()), retrieval_top1_color_shape: retrievalTop1(txtEmb, imgEmb, fits('color-shape')) },
+    clip: { retrieval_top1: retrievalTop1(txtEmb, imgEmb, fits()), ...(truths ? { retrieval_top1_color_shape: retrievalTop1(txtEmb, imgEmb, fits('color-shape')) } : {}) },
     prior: { cosine: meanCosine(priorEmb, imgEmb), text_baseline_cosine: meanCosine(txtEmb, imgEmb) },
-    decoder: scoreDecoder(judged),
-    decoder_from_image_embedding: scoreDecoder(fromImage),
-    ...(cfg.rerank > 0 ? { decoder_reranked: scoreDecoder(reranked) } : {}),
+    decoder: report(draws.prior),
+    decoder_from_image_embedding: report(draws.image),
+    ...(cfg.rerank > 0 ? { decoder_reranked: report(draws.reranked) } : {}),
     counts: { retrieval: list.length, prior: list.length, decoder: gen.length },
     config: cfg,
   };

@@ -48,6 +48,14 @@ export function textEmbeddings(models: Models, captions: string[]): tf.Tensor2D 
   return tf.tidy(() => models.clip.encodeText(models.tokenizer.tokenize(captions, models.clip.config.contextLength)));
 }
 
+/**
+ * CLIP score of images [B,H,W,3] against text embeddings [B, D] (Hessel et al. 2021, without their rescaling): the
+ * cosine of each image's CLIP embedding, on the image scaled to CLIP's size, with its caption's.
+ */
+export function clipScores(models: Models, images: tf.Tensor4D, textEmb: tf.Tensor2D): tf.Tensor1D {
+  return tf.tidy(() => tf.sum(tf.mul(models.clip.encodeImage(scaleTo(images, models.clip.config.imageSize)), textEmb), 1));
+}
+
 /** Prior samples: one image embedding [B, D] per caption. */
 export function priorEmbeddings(models: Models, captions: string[], textEmb: tf.Tensor2D, opts: Pick<SampleConfig, 'priorSteps' | 'priorGuidance'>, seed: number): tf.Tensor2D {
   return tf.tidy(() => {
@@ -102,7 +110,7 @@ export async function generate(models: Models, prompts: string[], config: z.inpu
     const textEmb = textEmbeddings(models, captions);
     const imageEmb = priorEmbeddings(models, captions, textEmb, cfg, deriveSeed(cfg.seed, 1, p));
     const images = decode(models, imageEmb, captions, cfg, deriveSeed(cfg.seed, 2, p));
-    const scores = tf.tidy(() => tf.sum(tf.mul(models.clip.encodeImage(scaleTo(images, models.clip.config.imageSize)), textEmb), 1));
+    const scores = clipScores(models, images, textEmb);
     const s = Array.from(await scores.data());
     const rgb = await toRgbImages(images);
     tf.dispose([textEmb, imageEmb, images, scores]);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { openStore } from '../../src/data/store/index.ts';
 import { drawSpec, renderImage, writeSynthDataset } from '../../src/data/synth/index.ts';
+import { writeShard } from '../../src/data/webdataset/index.ts';
 import { train } from '../../src/trainer/train.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { run as generate, sampleFlags } from '../../src/cli/generate.ts';
@@ -124,4 +125,51 @@ test('easel eval refuses an unknown sampler, naming the field', async () => {
 
 test('easel eval names a data URL without the synthetic ground truth', async () => {
   await assert.rejects(evalCli(['--checkpoint', ckpt, '--data', join(dir, 'nothing-here')]), /no shards/);
+});
+
+test('easel eval on shards without synthetic ground truth scores retrieval against each caption’s own image, the prior and CLIP scores, and no colour or shape', async () => {
+  // Real-world shards: img2dataset-style .json without "synth", captions that are not the synthetic vocabulary's.
+  const store = await openStore(join(dir, 'real'));
+  const rng = new Rng(2);
+  const samples = await Promise.all(
+    (['red', 'blue', 'green', 'yellow'] as const).map(async (color, i) => ({
+      key: String(i).padStart(9, '0'),
+      image: { ext: 'png', bytes: await renderImage(drawSpec(rng, { color, shape: 'circle' }, 24, 24), 'png') },
+      caption: Buffer.from(`photo number ${i} of something ${color}`),
+      json: Buffer.from(JSON.stringify({ url: `https://example.com/${i}.png`, status: 'success' })),
+      extra: {},
+    })),
+  );
+  await writeShard(store, '00000.tar', samples);
+  await store.close();
+  const out = join(dir, 'eval-real.json');
+  assert.equal(await evalCli(['--checkpoint', ckpt, '--data', join(dir, 'real'), '--out', out, '--generate', '3', '--steps', '2', '--prior-steps', '2', '--rerank', '2']), 0);
+  const r = JSON.parse(await readFile(out, 'utf8'));
+  assert.ok(r.clip.retrieval_top1 >= 0 && r.clip.retrieval_top1 <= 1);
+  assert.equal(r.clip.retrieval_top1_color_shape, undefined);
+  for (const d of [r.decoder, r.decoder_from_image_embedding, r.decoder_reranked]) {
+    assert.deepEqual(Object.keys(d), ['clip_score', 'real_clip_score'], JSON.stringify(d));
+    assert.ok(Math.abs(d.clip_score) <= 1 + 1e-6 && Math.abs(d.real_clip_score) <= 1 + 1e-6, JSON.stringify(d));
+  }
+  assert.deepEqual(r.counts, { retrieval: 4, prior: 4, decoder: 3 });
+});
+
+test('eval retrieval: on real captions only the caption’s own image is a hit; on synthetic ones any image showing what it names', async () => {
+  const { loadCheckpoint } = await import('../../src/trainer/models.ts');
+  const { evaluate, readEvalSamples } = await import('../../src/eval/evaluate.ts');
+  const loaded = await loadCheckpoint(ckpt);
+  try {
+    // The same sample twice: both captions retrieve the first image (a tie goes to the lower index).
+    const [one] = await readEvalSamples(join(dir, 'data', 'eval'), IMAGE_SIZE, 1);
+    const settings = { generate: 1, steps: 1, priorSteps: 1 };
+    const synthetic = await evaluate(loaded.models, [one, one], settings);
+    assert.equal(synthetic.clip.retrieval_top1, 1);
+    const real = await evaluate(loaded.models, [one, one].map((s) => ({ ...s, truth: undefined })), settings);
+    assert.equal(real.clip.retrieval_top1, 0.5);
+    // The CLIP score of the real images is the same figure whichever embedding the decoder drew from.
+    assert.equal(real.decoder.real_clip_score, real.decoder_from_image_embedding.real_clip_score);
+    assert.ok(typeof synthetic.decoder.clip_score === 'number' && typeof synthetic.decoder.color_accuracy === 'number');
+  } finally {
+    loaded.dispose();
+  }
 });
