@@ -140,7 +140,7 @@ function groundTruth(json: Buffer, what: string): GroundTruth | undefined {
   try {
     return (JSON.parse(json.toString('utf8')) as { synth?: GroundTruth }).synth;
   } catch (err) {
-    throw new Error(`${what}: its .json does not parse: ${(err as Error).message}`);
+    throw new Error(`${what}: its .json does not parse: ${(err as Error).message}`, { cause: err });
   }
 }
 
