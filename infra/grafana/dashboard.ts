@@ -100,7 +100,10 @@ export const dashboard: Dashboard = {
     ]),
     stat('Samples seen', 'fraction of this epoch consumed (each sample counted once over the fleet)', 'percentunit', { expr: `easel_samples_seen{${run}} / easel_expected_samples{${run}}`, legend: '{{run}}' }, { x: 18, y: 0 }, [{ value: null, color: 'blue' }]),
     timeseries('Throughput', 'samples per second over the fleet', 'short', [{ expr: `easel_samples_per_second{${run}}`, legend: '{{run}} {{stage}}' }], { x: 0, y: 4 }),
-    timeseries('Loss per stage', 'loss of the last completed step, by stage (CLIP contrastive, prior, decoder and upsampler MSE)', 'none', [{ expr: `easel_loss{${run}}`, legend: '{{run}} {{stage}}' }], { x: 12, y: 4 }),
+    timeseries('Loss per stage', 'loss of the last completed step, by stage (CLIP contrastive, prior, decoder and upsampler MSE), and the held-out loss at each validation (validation.every)', 'none', [
+      { expr: `easel_loss{${run}}`, legend: '{{run}} {{stage}}' },
+      { expr: `easel_validation_loss{${run}}`, legend: '{{run}} {{stage}} held-out' },
+    ], { x: 12, y: 4 }),
     timeseries('Step time', 'median and 95th percentile step wall time', 's', [
       { expr: `histogram_quantile(0.5, sum by (run, le) (rate(easel_step_seconds_bucket{${run}}[5m])))`, legend: '{{run}} p50' },
       { expr: `histogram_quantile(0.95, sum by (run, le) (rate(easel_step_seconds_bucket{${run}}[5m])))`, legend: '{{run}} p95' },

@@ -15,6 +15,7 @@ export function createMetrics(run: string, checkpointAgeSeconds: () => number | 
     stepSeconds: new Histogram({ name: 'easel_step_seconds', help: 'wall time of one training step as reported by each trainer', labelNames: ['stage'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers: r }),
     samplesPerSecond: new Gauge({ name: 'easel_samples_per_second', help: 'samples per second over the fleet (every rank\'s samples of the last completed step / its first reporter\'s step time)', labelNames: ['stage'], registers: r }),
     loss: new Gauge({ name: 'easel_loss', help: 'loss of the last completed step (rank 0)', labelNames: ['stage'], registers: r }),
+    validationLoss: new Gauge({ name: 'easel_validation_loss', help: 'held-out loss of the stage at its last validation (rank 0; validation.every in the run file)', labelNames: ['stage'], registers: r }),
     gradNorm: new Gauge({ name: 'easel_grad_norm', help: 'global gradient norm of the last completed step, before clipping (rank 0)', labelNames: ['stage'], registers: r }),
     step: new Gauge({ name: 'easel_step', help: 'optimiser steps completed over the whole run', registers: r }),
     stepsTotal: new Counter({ name: 'easel_steps_total', help: 'steps completed, by stage', labelNames: ['stage'], registers: r }),

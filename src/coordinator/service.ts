@@ -15,7 +15,7 @@ import { LeaseTable, type ShardRecord, type TableSnapshot } from './leases.ts';
 import { Membership, type Generation } from './membership.ts';
 import { createMetrics, type CoordinatorMetrics } from './metrics.ts';
 import { expectedSamples } from './expected.ts';
-import { completeStep, initialStages, type StageBudgets, type StageState } from './stages.ts';
+import { completeStep, initialStages, STAGE_ORDER, type StageBudgets, type StageState } from './stages.ts';
 import { StateStore, type CheckpointRecord, type LeaderRecord, type RunRecord } from './store.ts';
 import { VERBS, coordWildcard, generationSubject, type Verb } from './subjects.ts';
 
@@ -104,6 +104,10 @@ const REQUESTS = {
     allreduceBytes: z.number().min(0).default(0).describe("bytes this trainer's ring sent for the step's gradient all-reduce and CLIP gathers (and for empty or abandoned steps since its last report)"),
     allreduceSeconds: z.number().min(0).default(0),
     dataWaitSeconds: z.number().min(0).default(0),
+    validation: z
+      .object({ stage: z.enum(STAGE_ORDER), loss: z.number() })
+      .optional()
+      .describe("rank 0's held-out loss after the step, when one was due (validation.every); named by its stage, since the step may have ended it"),
   }),
   checkpoint: z.object({ trainer, step: count, key: z.string().min(1), seconds: z.number().min(0).optional() }),
   cursor: z.object({ trainer }),
@@ -513,6 +517,8 @@ export class Coordinator {
     m.allreduceSeconds.inc(req.allreduceSeconds);
     m.dataWaitSeconds.inc(req.dataWaitSeconds);
     if (req.seconds !== undefined) m.stepSeconds.observe({ stage: this.stages.stage }, req.seconds);
+    // Whichever report of the step arrives first advances the run; rank 0's, which carries this, may come later.
+    if (req.validation) m.validationLoss.set({ stage: req.validation.stage }, req.validation.loss);
     if (req.step > this.stages.step && this.stages.phase === 'training') {
       // The first report of a step advances the run; the others only add their counters. A report past the next
       // step means the reports between were lost (a generation change refused them as stale, or NATS or the

@@ -25,10 +25,8 @@
 //                            the demo's sample grid) does; decoder.* stays the one-draw figure.
 import * as tf from '@tensorflow/tfjs-core';
 import { z } from 'zod';
-import { decodeImage } from '../data/loader.ts';
-import { openStore } from '../data/store/index.ts';
+import { readHeldOut } from '../data/heldout.ts';
 import { BACKGROUNDS, COLORS, SHAPES, SIZES, type GroundTruth } from '../data/synth/spec.ts';
-import { listShards, readShard } from '../data/webdataset/index.ts';
 import type { Models } from '../trainer/models.ts';
 import { deriveSeed } from '../util/rng.ts';
 import { clipScores, decode, generate, priorEmbeddings, SampleConfig, textEmbeddings, toRgbImages, type RgbImage } from './generate.ts';
@@ -100,28 +98,13 @@ export interface EvalSample {
   image: Float32Array;
 }
 
-/**
- * The first `max` held-out samples under `url` (NNNNN.tar, in shard order), with the synthetic ground truth of
- * each sample whose .json has one. A sample without an image or a caption is an error: pass filtered shards.
- */
+/** The first `max` held-out samples under `url` (data/heldout.ts), with the synthetic ground truth of each that has one. */
 export async function readEvalSamples(url: string, imageSize: number, max: number): Promise<EvalSample[]> {
-  const store = await openStore(url);
-  try {
-    const shards = await listShards(store);
-    if (shards.length === 0) throw new Error(`no shards (NNNNN.tar) under ${url}: pass a held-out split (filtered shards, or the synthetic dataset's eval/)`);
-    const out: EvalSample[] = [];
-    for (const s of shards) {
-      for await (const sample of readShard(store, s.key)) {
-        if (out.length >= max) return out;
-        if (!sample.image || !sample.caption) throw new Error(`${s.key}: sample ${sample.key} lacks an image or a caption (evaluate filtered shards)`);
-        const truth = sample.json ? groundTruth(sample.json, `${s.key}: sample ${sample.key}`) : undefined;
-        out.push({ caption: sample.caption.toString('utf8'), truth, image: await decodeImage(sample.image.bytes, imageSize) });
-      }
-    }
-    return out;
-  } finally {
-    await store.close();
-  }
+  return (await readHeldOut(url, imageSize, max)).map((s) => ({
+    caption: s.caption,
+    image: s.image,
+    truth: s.json ? groundTruth(s.json, `${url}/${s.shard}: sample ${s.key}`) : undefined,
+  }));
 }
 
 /** A sample of the synthetic dataset: its ground truth is known. */

@@ -51,7 +51,7 @@ export const RunConfig = z
     data: z
       .strictObject({
         train: z.string().min(1).default('./data/train').describe('store URL (file://, s3:// or path) holding the training shards (NNNNN.tar directly under it)'),
-        eval: z.string().min(1).optional().describe('store URL of held-out shards for `easel eval` (not read by training)'),
+        eval: z.string().min(1).optional().describe('store URL of held-out shards (filtered) for `easel eval`, and for validation during training when validation.every > 0'),
         imageSize: z.number().int().min(8).default(32).describe('side of the square images fed to the models, in pixels'),
         batchSize: z.number().int().positive().default(32).describe('examples per step, unless a stage overrides it'),
         prefetch: z.number().int().min(0).default(2).describe('batches the loader prepares ahead of the trainer'),
@@ -97,6 +97,13 @@ export const RunConfig = z
       })
       .prefault({})
       .describe('the stages, trained in order CLIP → prior → decoder → upsampler'),
+    validation: z
+      .strictObject({
+        every: z.number().int().min(0).default(0).describe('steps of each stage between held-out losses, and one at each stage end (0: none; needs data.eval)'),
+        samples: z.number().int().min(1).default(64).describe('held-out pairs each validation scores: the first ones of data.eval, in shard order'),
+      })
+      .prefault({})
+      .describe('held-out loss during training: each stage’s own loss on the same pairs of data.eval with the same noise every time, outside the gradient tape'),
     checkpoint: z
       .strictObject({
         url: z.string().min(1).default('./checkpoints').describe('store URL (file://, s3:// or path) for checkpoints and latest.json'),
@@ -133,6 +140,9 @@ export const RunConfig = z
       });
     };
     pooled('decoder', decoder.model.imageSize);
+    if (c.validation.every > 0 && c.data.eval === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['data', 'eval'], message: `is required with validation.every = ${c.validation.every}: the held-out shards to validate on` });
+    }
     // An upsampler that will not train is never built: its model need not fit the run.
     if (upsampler.steps > 0) {
       same('stages.upsampler.model.embedDim', upsampler.model.embedDim, 'stages.clip.model.embedDim', clip.model.embedDim);

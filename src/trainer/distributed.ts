@@ -50,6 +50,7 @@ import { checkResumable, isFleetCursor, optimizerTensors, readCheckpoint, restor
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { checkpointTokenizer, learnRunTokenizer, sameTokenizer, tokenizerFingerprint, tokenizerManifest } from './vocab.ts';
+import { Validation } from './validation.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
 import type { SafeTensor } from './safetensors.ts';
 import { learningRateAt } from './schedule.ts';
@@ -92,6 +93,8 @@ export interface DistributedStepReport {
   /** Samples every rank together contributed to this step. */
   samples: number;
   skipped: boolean;
+  /** Rank 0 only: the stage's held-out loss after this step, when a validation was due (validation.every). */
+  validationLoss?: number;
 }
 
 export interface DistributedResult {
@@ -399,12 +402,13 @@ export async function trainDistributed(opts: DistributedOptions): Promise<Distri
   // The coordinator's merges, else learnt here from the same first captions as every other rank (resume() checks).
   // Before connecting, so a failure leaves no NATS connection open behind it.
   const tokenizer = opts.tokenizer ?? (await learnRunTokenizer(config));
+  const validation = await Validation.open(config);
   const nc = await openNats({ servers: opts.nats, name: `trainer-${id}` });
   const models = buildModels(config, tokenizer);
   const ema = runEma(models);
   const dataStore = await openStore(config.data.train);
   try {
-    return await new DistributedTrainer(opts, id, nc, models, ema, dataStore).run();
+    return await new DistributedTrainer(opts, id, nc, models, ema, dataStore, validation).run();
   } finally {
     disposeModels(models);
     disposeRunEma(ema);
@@ -443,6 +447,8 @@ class DistributedTrainer {
     private readonly models: Models,
     private readonly ema: RunEma,
     dataStore: ObjectStore,
+    /** Rank 0 validates (every rank reads the held-out pairs: any of them may become rank 0). */
+    private readonly validation: Validation | undefined,
   ) {
     this.coord = new Coordinator(nc, opts.run, id);
     this.feed = new ShardFeed(this.coord, dataStore, opts.config);
@@ -699,7 +705,10 @@ class DistributedTrainer {
     }
     if (next) await this.feed.applied(next.batch, next.shard);
     const seconds = (performance.now() - t0) / 1000;
-    const report: DistributedStepReport = { rank: ring.rank, world: ring.world, generation: ring.generation, stage, stageStep: p.stageStep, globalStep: p.globalStep, loss: globalLoss, samples: globalSamples, skipped: r.skipped };
+    // The peers wait for rank 0 at the next step's all-reduce while it validates: a validation costs the fleet its time.
+    const validationLoss = ring.rank === 0 && this.validation?.due(stage, p.stageStep) ? this.validation.loss(this.models, stage) : undefined;
+    if (validationLoss !== undefined) log.info('validation', { stage, step: `${p.stageStep}/${sc.steps}`, loss: +validationLoss.toFixed(5) });
+    const report: DistributedStepReport = { rank: ring.rank, world: ring.world, generation: ring.generation, stage, stageStep: p.stageStep, globalStep: p.globalStep, loss: globalLoss, samples: globalSamples, skipped: r.skipped, validationLoss };
     await this.checkDivergence(ring, p.globalStep - 1);
     this.opts.onStep?.(report);
     if (this.opts.traceFile) await appendFile(this.opts.traceFile, JSON.stringify({ ...report, own: n, t: Date.now(), weights: weightsChecksum(this.models, this.ema) }) + '\n');
@@ -710,7 +719,7 @@ class DistributedTrainer {
     this.bytesUnreported = 0;
     // Not awaited: the report only feeds the coordinator's stage machine and metrics; the trainers keep their own.
     void this.coord
-      .call('step', { generation: ring.generation, step: p.globalStep, loss: Number.isFinite(globalLoss) ? globalLoss : undefined, gradNorm: Number.isFinite(r.gradNorm) ? r.gradNorm : undefined, skipped: r.skipped, samples: n, globalSamples, seconds, allreduceSeconds: arSeconds, allreduceBytes: bytes, dataWaitSeconds: dataWait })
+      .call('step', { generation: ring.generation, step: p.globalStep, loss: Number.isFinite(globalLoss) ? globalLoss : undefined, gradNorm: Number.isFinite(r.gradNorm) ? r.gradNorm : undefined, skipped: r.skipped, samples: n, globalSamples, seconds, allreduceSeconds: arSeconds, allreduceBytes: bytes, dataWaitSeconds: dataWait, validation: validationLoss !== undefined ? { stage, loss: validationLoss } : undefined })
       .catch((err) => log.warn('step report refused', { error: String(err) }));
     const stageDone = p.stageStep === sc.steps;
     const ck = config.checkpoint;

@@ -13,6 +13,7 @@ import { deriveSeed } from '../util/rng.ts';
 import { readCheckpoint, restoreOptimizer, writeCheckpoint, assignWeights, checkResumable, isFleetCursor, type CheckpointData, type ManifestInput } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
+import { Validation } from './validation.ts';
 import { checkpointTokenizer, learnRunTokenizer, tokenizerManifest } from './vocab.ts';
 import { buildModels, builtStages, disposeModels, disposeStageBatch, EMA_STAGES, savedStages, SEED, stageLoss, stageParams, toStageBatch, type EmaStage, type Models } from './models.ts';
 import { learningRateAt } from './schedule.ts';
@@ -43,6 +44,8 @@ export interface StepReport {
   gradNorm: number;
   skipped: boolean;
   lr: number;
+  /** The stage's held-out loss after this step, when a validation was due (validation.every). */
+  validationLoss?: number;
 }
 
 /** Where a run stands; exactly what a checkpoint's manifest records. */
@@ -166,6 +169,7 @@ async function trainModels(config: RunConfig, opts: TrainOptions, models: Models
     log.info('resuming', { from: resumed.url, stage: m.stage, step: m.stage_step, global_step: m.global_step });
   }
 
+  const validation = await Validation.open(config);
   const { store: dataStore, shards } = await trainingShards(config.data.train);
   const ckptStore = opts.writeCheckpoints === false ? undefined : await openStore(config.checkpoint.url);
   let lastCheckpoint: string | undefined;
@@ -268,7 +272,9 @@ async function trainModels(config: RunConfig, opts: TrainOptions, models: Models
         progress.stageStep++;
         progress.globalStep++;
         progress.loss[stage] = r.loss;
-        opts.onStep?.({ stage, stageStep: progress.stageStep, globalStep: progress.globalStep, loss: r.loss, gradNorm: r.gradNorm, skipped: r.skipped, lr: lrNow });
+        const validationLoss = validation?.due(stage, progress.stageStep) ? validation.loss(models, stage) : undefined;
+        if (validationLoss !== undefined) log.info('validation', { stage, step: `${progress.stageStep}/${sc.steps}`, loss: +validationLoss.toFixed(5) });
+        opts.onStep?.({ stage, stageStep: progress.stageStep, globalStep: progress.globalStep, loss: r.loss, gradNorm: r.gradNorm, skipped: r.skipped, lr: lrNow, validationLoss });
 
         windowSteps++;
         windowLoss += r.loss;

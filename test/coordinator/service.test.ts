@@ -176,6 +176,9 @@ test('/status, /metrics, /healthz and /readyz answer over HTTP', async () => {
     const l = (await a.request<{ lease: Lease }>('lease')).lease;
     // The fleet consumed 12 samples in the step (this rank 4): 6 samples/s over the step's 2 s.
     await a.request('step', { generation: 1, step: 1, loss: 3.5, gradNorm: 0.75, samples: 4, globalSamples: 12, seconds: 2, allreduceBytes: 1024, allreduceSeconds: 0.25, dataWaitSeconds: 0.125, skipped: true });
+    // Rank 0's report of the same step, after the step was completed: its held-out loss still reaches the metrics.
+    await a.request('step', { generation: 1, step: 1, validation: { stage: 'clip', loss: 1.25 } });
+    await assert.rejects(a.request('step', { generation: 1, step: 1, validation: { stage: 'vae', loss: 1 } }), /validation\.stage/);
     await a.request('progress', { shard: l.shard, offset: 4 });
     await a.request('checkpoint', { step: 1, key: 'ckpt/1', seconds: 0.5 });
     const status = (await (await fetch(`${http.url}/status`)).json()) as Record<string, unknown>;
@@ -202,6 +205,7 @@ test('/status, /metrics, /healthz and /readyz answer over HTTP', async () => {
       'easel_step_seconds_count{run="http",stage="clip"} 1',
       'easel_samples_per_second{stage="clip",run="http"} 6',
       'easel_grad_norm{stage="clip",run="http"} 0.75',
+      'easel_validation_loss{stage="clip",run="http"} 1.25',
       'easel_allreduce_seconds_total{run="http"} 0.25',
       'easel_data_wait_seconds_total{run="http"} 0.125',
       'easel_checkpoint_seconds_sum{run="http"} 0.5',

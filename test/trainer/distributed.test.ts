@@ -78,7 +78,7 @@ for (const [wire, dtype] of [['bf16', Dtype.BF16], ['f16', Dtype.F16]] as const)
   });
 }
 
-test('a distributed trainer holds the same number of tensors after every step of each of the four stages', { timeout: 120_000 }, async (t) => {
+test('a distributed trainer holds the same number of tensors after every step of each of the four stages, validations included', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
     const h = await startHarness(dir, { steps: { clip: 4, prior: 3, decoder: 3, upsampler: 2 }, shards: 4, epochs: 2 });
     t.after(() => h.stop());
@@ -86,15 +86,35 @@ test('a distributed trainer holds the same number of tensors after every step of
       const tf = await import('@tensorflow/tfjs-core');
       const { loadRunConfig } = await import('../../src/trainer/config.ts');
       const { trainDistributed } = await import('../../src/trainer/distributed.ts');
-      const config = await loadRunConfig(h.configPath);
+      const { parseRunConfig } = await import('../../src/trainer/config.ts');
+      const file = await loadRunConfig(h.configPath);
+      // Rank 0 validates every 2 steps on 8 held-out pairs (the training shards stand in for them).
+      const config = parseRunConfig({ ...file, data: { ...file.data, eval: file.data.train }, validation: { every: 2, samples: 8 } });
       const counts: number[] = [];
-      const r = await trainDistributed({ nats: h.nats.url, run: h.run, config, id: 'solo', resume: 'none', heartbeatMs: 300, onStep: () => counts.push(tf.memory().numTensors) });
+      const validated: string[] = [];
+      const r = await trainDistributed({
+        nats: h.nats.url,
+        run: h.run,
+        config,
+        id: 'solo',
+        resume: 'none',
+        heartbeatMs: 300,
+        onStep: (s) => {
+          counts.push(tf.memory().numTensors);
+          if (s.validationLoss !== undefined) validated.push(`${s.stage}${s.stageStep}`);
+        },
+      });
       assert.equal(r.ended, 'finished');
       // The trainer computes in the coordinator's own process, blocking it for whole steps (seconds on a loaded
       // machine, longer than the heartbeat timeout): that stall is not the trainer's silence, so the first
       // generation is the only one (a trainer declared dead registers again, forming another).
       assert.equal(h.coordinator.status().generation, 1, 'the coordinator declared the trainer dead while it computed a step in the same process');
       assert.equal(counts.length, 12);
+      assert.deepEqual(validated, ['clip2', 'clip4', 'prior2', 'prior3', 'decoder2', 'decoder3', 'upsampler2']);
+      // Rank 0's held-out losses reach the coordinator's metrics, by stage.
+      const metrics = await h.coordinator.metrics.registry.metrics();
+      const held = /^easel_validation_loss\{stage="upsampler",run="[^"]+"\} (\S+)$/m.exec(metrics);
+      assert.ok(held && Number(held[1]) > 0, metrics.split('\n').filter((l) => l.includes('validation')).join('\n'));
       // Each stage has its own optimiser (moments sized by its model), so the count may change at a stage boundary;
       // within a stage it must stay flat.
       const perStage = [counts.slice(0, 4), counts.slice(4, 7), counts.slice(7, 10), counts.slice(10)];
