@@ -75,7 +75,7 @@ export type RunEma = Partial<Record<EmaStage, Ema>>;
 
 /** EMA shadows for every diffusion model the run built. */
 export function runEma(models: Models): RunEma {
-  return Object.fromEntries(builtStages(models).flatMap((s) => ((EMA_STAGES as readonly string[]).includes(s) ? [[s, new Ema(models[s as EmaStage]!.params())]] : [])));
+  return Object.fromEntries(EMA_STAGES.filter((s) => models[s]).map((s) => [s, new Ema(stageParams(models, s))]));
 }
 
 export function disposeRunEma(ema: RunEma): void {
