@@ -3,6 +3,7 @@
 // dataset's held-out colour–shape pairs, the decoder's colour and shape accuracy too.
 import { writeFile } from 'node:fs/promises';
 import { parseFlags, UsageError, validate } from './args.ts';
+import { SAMPLE_FLAGS } from './generate.ts';
 
 const HELP = `usage: easel eval --checkpoint <url> --data <url> [--out eval.json] [options]
 
@@ -21,7 +22,9 @@ const HELP = `usage: easel eval --checkpoint <url> --data <url> [--out eval.json
   --rerank <K>           also score decoder_reranked: the best of K candidates per caption by CLIP (default off)
   --seed <n>             seed (default 0)`;
 
-const FLAGS = { samples: 'samples', generate: 'generate', steps: 'steps', 'prior-steps': 'priorSteps', guidance: 'guidance', 'prior-guidance': 'priorGuidance', sampler: 'sampler', 'upsampler-steps': 'upsamplerSteps', rerank: 'rerank', seed: 'seed' } as const;
+// generate's sampling flags (one draw per caption: no --n), and which held-out samples to score.
+const { n: _n, ...SAMPLING_FLAGS } = SAMPLE_FLAGS;
+const FLAGS = { samples: 'samples', generate: 'generate', ...SAMPLING_FLAGS, sampler: 'sampler' } as const;
 
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseFlags(

@@ -1,6 +1,7 @@
 // Sampling from a trained unCLIP run: caption → frozen CLIP text embedding → prior (an image embedding) →
-// decoder (pixels) → upsampler (more pixels, when the run trained one), with optional CLIP re-ranking of extra candidates; and variations (image → CLIP image
-// embedding → decoder). Images come back as RGB bytes; writePng/writeGrid encode them with sharp.
+// decoder (pixels) → upsampler (more pixels, when the run trained one), with optional CLIP re-ranking of extra
+// candidates; and variations (image → CLIP image embedding → decoder → upsampler). Images come back as RGB bytes;
+// writePng/writeGrid encode them with sharp.
 import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
 import { mkdir } from 'node:fs/promises';
