@@ -26,6 +26,7 @@
 // corrupted with Gaussian noise of a random level up to `lowResNoise` (noise-conditioning augmentation, Ho et al.
 // 2021), so the upsampler learns to sharpen an imperfect image instead of trusting every pixel of a clean one:
 // what it gets in sampling is a base decoder's sample, never a pooled photograph.
+//
 // Only rank ≤ 4 tensors: GroupNorm reshapes to [B, H*W, G, C/G]; 2× nearest upsampling is two concats and
 // reshapes (no resizeNearestNeighbor, whose gradient is wrong on the cpu backend for batch > 1).
 import * as tf from '@tensorflow/tfjs-core';

@@ -1,7 +1,7 @@
 // The run file (`easel train --config run.yaml`): one zod schema for a whole training run — data, the stages
-// (CLIP, prior, decoder and an optional upsampler) with their optimisers, schedules and model configs, checkpoints, and the coordinator's settings for a
-// distributed run. The YAML run file, the CLI and the Kubernetes TrainingRun spec are all validated by it; every
-// error names the field path.
+// (CLIP, prior, decoder and an optional upsampler) with their optimisers, schedules and model configs, validation,
+// checkpoints, and the coordinator's settings for a distributed run. The YAML run file, the CLI and the Kubernetes
+// TrainingRun spec are all validated by it; every error names the field path.
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';

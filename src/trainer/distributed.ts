@@ -706,8 +706,7 @@ class DistributedTrainer {
     if (next) await this.feed.applied(next.batch, next.shard);
     const seconds = (performance.now() - t0) / 1000;
     // The peers wait for rank 0 at the next step's all-reduce while it validates: a validation costs the fleet its time.
-    const validationLoss = ring.rank === 0 && this.validation?.due(stage, p.stageStep) ? this.validation.loss(this.models, stage) : undefined;
-    if (validationLoss !== undefined) log.info('validation', { stage, step: `${p.stageStep}/${sc.steps}`, loss: +validationLoss.toFixed(5) });
+    const validationLoss = ring.rank === 0 ? this.validation?.after(this.models, stage, p.stageStep) : undefined;
     const report: DistributedStepReport = { rank: ring.rank, world: ring.world, generation: ring.generation, stage, stageStep: p.stageStep, globalStep: p.globalStep, loss: globalLoss, samples: globalSamples, skipped: r.skipped, validationLoss };
     await this.checkDivergence(ring, p.globalStep - 1);
     this.opts.onStep?.(report);

@@ -272,8 +272,7 @@ async function trainModels(config: RunConfig, opts: TrainOptions, models: Models
         progress.stageStep++;
         progress.globalStep++;
         progress.loss[stage] = r.loss;
-        const validationLoss = validation?.due(stage, progress.stageStep) ? validation.loss(models, stage) : undefined;
-        if (validationLoss !== undefined) log.info('validation', { stage, step: `${progress.stageStep}/${sc.steps}`, loss: +validationLoss.toFixed(5) });
+        const validationLoss = validation?.after(models, stage, progress.stageStep);
         opts.onStep?.({ stage, stageStep: progress.stageStep, globalStep: progress.globalStep, loss: r.loss, gradNorm: r.gradNorm, skipped: r.skipped, lr: lrNow, validationLoss });
 
         windowSteps++;

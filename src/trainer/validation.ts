@@ -5,9 +5,12 @@
 // validated and one not end with the same weights.
 import * as tf from '@tensorflow/tfjs-core';
 import { readHeldOut, type HeldOutSample } from '../data/heldout.ts';
+import { logger } from '../util/log.ts';
 import { deriveSeed } from '../util/rng.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { disposeStageBatch, SEED, stageLoss, toStageBatch, type Models } from './models.ts';
+
+const log = logger('validation');
 
 export class Validation {
   private constructor(
@@ -21,6 +24,14 @@ export class Validation {
     if (every === 0) return undefined;
     // The config schema requires data.eval with validation.every > 0.
     return new Validation(config, await readHeldOut(config.data.eval!, config.data.imageSize, samples));
+  }
+
+  /** The held-out loss (logged) if a validation is due after the step that brought `stage` to `stageStep` steps done. */
+  after(models: Models, stage: StageName, stageStep: number): number | undefined {
+    if (!this.due(stage, stageStep)) return undefined;
+    const loss = this.loss(models, stage);
+    log.info('validation', { stage, step: `${stageStep}/${this.config.stages[stage].steps}`, loss: +loss.toFixed(5) });
+    return loss;
   }
 
   /** Whether a validation follows the step that brought `stage` to `stageStep` steps done. */
