@@ -30,7 +30,7 @@ export class Validation {
   after(models: Models, stage: StageName, stageStep: number): number | undefined {
     if (!this.due(stage, stageStep)) return undefined;
     const loss = this.loss(models, stage);
-    log.info('validation', { stage, step: `${stageStep}/${this.config.stages[stage].steps}`, loss: +loss.toFixed(5) });
+    log.info('held-out loss', { stage, step: `${stageStep}/${this.config.stages[stage].steps}`, loss: +loss.toFixed(5) });
     return loss;
   }
 
