@@ -24,8 +24,9 @@
 // low-resolution image — in training the data pooled down, in sampling the previous model's output — scaled up
 // to its own size and stacked onto the noised image as three more input channels. In training that image is
 // corrupted with Gaussian noise of a random level up to `lowResNoise` (noise-conditioning augmentation, Ho et al.
-// 2021), so the upsampler learns to sharpen an imperfect image instead of trusting every pixel of a clean one:
-// what it gets in sampling is a base decoder's sample, never a pooled photograph.
+// 2021), and optionally blurred (`lowResBlur`, unCLIP's corruption for its first upsampler), so the upsampler learns
+// to sharpen an imperfect image instead of trusting every pixel of a clean one: what it gets in sampling is a base
+// decoder's sample, never a pooled photograph.
 //
 // Only rank ≤ 4 tensors: GroupNorm reshapes to [B, H*W, G, C/G]; 2× nearest upsampling is two concats and
 // reshapes (no resizeNearestNeighbor, whose gradient is wrong on the cpu backend for batch > 1).
@@ -89,6 +90,12 @@ export const DecoderConfig = z.object({
     .default(0)
     .describe('upsampler: side of the low-resolution image it is conditioned on, a whole fraction of imageSize (0 = a base decoder, drawing from the CLIP embedding alone)'),
   lowResNoise: z.number().min(0).max(1).default(0.2).describe('upsampler training: the low-resolution image gets Gaussian noise of a standard deviation drawn uniformly from [0, lowResNoise] per example'),
+  lowResBlur: z
+    .number()
+    .min(0)
+    .max(1)
+    .default(0)
+    .describe('upsampler training: the low-resolution image is first blended toward a blurred copy of itself (two 3×3 box blurs) by a weight drawn uniformly from [0, lowResBlur] per example (unCLIP’s blur augmentation); 0 = none'),
 }).superRefine((c, ctx) => {
   if (c.lowResSize > 0 && (c.lowResSize >= c.imageSize || c.imageSize % c.lowResSize !== 0)) {
     ctx.addIssue({ code: 'custom', path: ['lowResSize'], message: `must be below imageSize (${c.imageSize}) and divide it, got ${c.lowResSize}` });
@@ -139,11 +146,18 @@ export function snrLossWeight(snr: number, objective: DecoderConfig['objective']
   return x0Weight / (objective === 'eps' ? snr : objective === 'v' ? snr + 1 : 1);
 }
 
-/** Noise-conditioning augmentation: each example's low-res image plus Gaussian noise of its own σ. */
-export function corruptLowRes(lowRes: tf.Tensor4D, sigma: Float32Array, seed: number): tf.Tensor4D {
+/**
+ * An upsampler's training corruption of its low-res images: each example blended toward a blurred copy by its own
+ * weight in [0, 1] (if `blur`), then Gaussian noise of its own σ added (noise-conditioning augmentation).
+ */
+export function corruptLowRes(lowRes: tf.Tensor4D, sigma: Float32Array, seed: number, blur?: Float32Array): tf.Tensor4D {
   return tf.tidy(() => {
+    const perExample = (w: Float32Array) => tf.tensor4d(w, [w.length, 1, 1, 1]);
+    // Two 3×3 box blurs ≈ a Gaussian of σ 1.2 px; 'same' pooling averages only the pixels inside the image.
+    const blurred = blur ? tf.avgPool(tf.avgPool(lowRes, 3, 1, 'same'), 3, 1, 'same') : undefined;
+    const base = blurred ? tf.add(lowRes, tf.mul(tf.sub(blurred, lowRes), perExample(blur!))) : lowRes;
     const noise = tf.randomNormal(lowRes.shape, 0, 1, 'float32', seed);
-    return tf.add(lowRes, tf.mul(noise, tf.tensor4d(sigma, [sigma.length, 1, 1, 1]))) as tf.Tensor4D;
+    return tf.add(base, tf.mul(noise, perExample(sigma))) as tf.Tensor4D;
   });
 }
 
@@ -445,7 +459,10 @@ export class Decoder {
    * the noise seed and, for upsamplers, each example's low-res noise level and that noise's seed (drawn last, so a
    * base decoder's draws are what they always were).
    */
-  trainingMasks(batch: number, seed: number): { t: Int32Array; keepImage: Float32Array; keepCaption: Float32Array; noiseSeed: number; lowResSigma?: Float32Array; lowResSeed?: number } {
+  trainingMasks(
+    batch: number,
+    seed: number,
+  ): { t: Int32Array; keepImage: Float32Array; keepCaption: Float32Array; noiseSeed: number; lowResSigma?: Float32Array; lowResSeed?: number; lowResBlur?: Float32Array } {
     const rng = new Rng(seed);
     const t = Int32Array.from({ length: batch }, () => rng.int(this.config.timesteps));
     const keepImage = keepMask(batch, this.config.imageEmbDrop, () => rng.float());
@@ -453,7 +470,10 @@ export class Decoder {
     const noiseSeed = rng.seed();
     if (this.config.lowResSize === 0) return { t, keepImage, keepCaption, noiseSeed };
     const lowResSigma = Float32Array.from({ length: batch }, () => rng.float() * this.config.lowResNoise);
-    return { t, keepImage, keepCaption, noiseSeed, lowResSigma, lowResSeed: rng.seed() };
+    const lowResSeed = rng.seed();
+    if (this.config.lowResBlur === 0) return { t, keepImage, keepCaption, noiseSeed, lowResSigma, lowResSeed };
+    const lowResBlur = Float32Array.from({ length: batch }, () => rng.float() * this.config.lowResBlur);
+    return { t, keepImage, keepCaption, noiseSeed, lowResSigma, lowResSeed, lowResBlur };
   }
 
   /** Mean squared error between the true and predicted ε (or v), at random timesteps, with conditioning dropout. */
@@ -462,12 +482,12 @@ export class Decoder {
     const [b, h, w, c] = images.shape;
     const size = this.config.imageSize;
     if (h !== size || w !== size || c !== 3) throw new Error(`decoder got images of shape [${images.shape}], expected [B, ${size}, ${size}, 3] (config imageSize)`);
-    const { t, keepImage, keepCaption, noiseSeed, lowResSigma, lowResSeed } = this.trainingMasks(b, seed);
+    const { t, keepImage, keepCaption, noiseSeed, lowResSigma, lowResSeed, lowResBlur } = this.trainingMasks(b, seed);
     return tf.tidy(() => {
       const noise = tf.randomNormal(images.shape, 0, 1, 'float32', noiseSeed);
       const abar = Array.from(t, (ti) => alphaBar(this.schedule, ti));
       const xt = qSample(images, noise, abar) as tf.Tensor4D;
-      const lowRes = batch.lowRes && lowResSigma ? corruptLowRes(batch.lowRes, lowResSigma, lowResSeed!) : batch.lowRes;
+      const lowRes = batch.lowRes && lowResSigma ? corruptLowRes(batch.lowRes, lowResSigma, lowResSeed!, lowResBlur) : batch.lowRes;
       const pred = this.unet(xt, t, this.condition(imageEmb, tokens, keepImage, keepCaption, lowRes));
       const { objective } = this.config;
       const target = objective === 'v' ? vFromX0Eps(images, noise, abar) : objective === 'x0' ? images : noise;

@@ -249,7 +249,7 @@ export interface ResumeCompatibility {
 }
 
 /** Model fields that only shape training (guidance dropout rates, loss weighting): saved weights stay valid when they change. */
-const TRAINING_ONLY_MODEL_FIELDS = new Set(['condDrop', 'imageEmbDrop', 'captionDrop', 'minSnrGamma', 'snrWeightFloor', 'lowResNoise']);
+const TRAINING_ONLY_MODEL_FIELDS = new Set(['condDrop', 'imageEmbDrop', 'captionDrop', 'minSnrGamma', 'snrWeightFloor', 'lowResNoise', 'lowResBlur']);
 
 /**
  * Fields whose change makes saved weights unusable or meaningless: every model's architecture (shapes, but also

@@ -458,3 +458,27 @@ test('upsampler gradients match finite differences (the stacked low-res input co
   tf.dispose([images, imageEmb, tokens, lowRes]);
   dispose(u);
 });
+
+test('blur augmentation: each example is blended toward its blurred copy by its own weight, drawn after the noise draws', () => {
+  tf.tidy(() => {
+    // One bright pixel in the middle of an 8×8 image, twice: weight 0 keeps it, weight 1 spreads it over its neighbours.
+    const pixels = new Float32Array(2 * 8 * 8 * 3);
+    for (const b of [0, 1]) for (let c = 0; c < 3; c++) pixels[((b * 8 + 4) * 8 + 4) * 3 + c] = 1;
+    const out = corruptLowRes(tf.tensor4d(pixels, [2, 8, 8, 3]), new Float32Array(2), 1, Float32Array.from([0, 1])).arraySync() as number[][][][];
+    assert.equal(out[0][4][4][0], 1);
+    assert.equal(out[0][4][5][0], 0);
+    assert.ok(out[1][4][4][0] < 0.2 && out[1][4][5][0] > 0 && out[1][6][6][0] > 0, `blurred centre ${out[1][4][4][0]}`);
+    // Blurring moves no brightness in from outside the image: the total is kept away from the borders.
+    const total = (b: number) => out[b].flat(2).reduce((s, x) => s + x, 0);
+    assert.ok(Math.abs(total(1) - total(0)) < 1e-5);
+  });
+  const plain = new Decoder({ ...UPSAMPLER, lowResNoise: 0.5 }, 7);
+  const noisy = plain.trainingMasks(64, 3);
+  const blurred = new Decoder({ ...UPSAMPLER, lowResNoise: 0.5, lowResBlur: 0.8 }, 7);
+  const draws = blurred.trainingMasks(64, 3);
+  assert.deepEqual(draws.lowResSigma, noisy.lowResSigma);
+  assert.ok(draws.lowResBlur!.every((w) => w >= 0 && w <= 0.8) && Math.max(...draws.lowResBlur!) > 0.6);
+  assert.equal(noisy.lowResBlur, undefined);
+  dispose(blurred);
+  dispose(plain);
+});
