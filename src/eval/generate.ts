@@ -4,7 +4,7 @@
 // writePng/writeGrid encode them with sharp.
 import * as tf from '@tensorflow/tfjs-core';
 import sharp from 'sharp';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { scaleTo } from '../model/images.ts';
 import type { Models } from '../trainer/models.ts';
@@ -138,8 +138,13 @@ export async function writePng(img: RgbImage, path: string, scale = 1): Promise<
   await s.png().toFile(path);
 }
 
-/** One PNG of rows × columns images (one row per prompt), scaled up by `scale` with nearest-neighbour pixels. */
+/** One PNG file of rows × columns images (one row per prompt), scaled up by `scale` with nearest-neighbour pixels. */
 export async function writeGrid(rows: RgbImage[][], path: string, scale = 4, gap = 2): Promise<void> {
+  await writeFile(path, await gridPng(rows, scale, gap));
+}
+
+/** writeGrid's PNG as bytes. */
+export async function gridPng(rows: RgbImage[][], scale = 4, gap = 2): Promise<Buffer> {
   const w = rows[0][0].width * scale;
   const h = rows[0][0].height * scale;
   const cols = Math.max(...rows.map((r) => r.length));
@@ -154,7 +159,12 @@ export async function writeGrid(rows: RgbImage[][], path: string, scale = 4, gap
       })),
     ),
   );
-  await sharp({ create: { width, height, channels: 3, background: { r: 64, g: 64, b: 64 } } }).composite(composites).png().toFile(path);
+  return sharp({ create: { width, height, channels: 3, background: { r: 64, g: 64, b: 64 } } }).composite(composites).png().toBuffer();
+}
+
+/** Cells of about 128 pixels whatever the images' resolution (4× at 32 px, 8× at 16 px). */
+export function gridScale(results: Generated[]): number {
+  return Math.max(1, Math.round(128 / results[0].images[0].width));
 }
 
 /** A file-name-safe slug of a prompt. */
@@ -174,7 +184,6 @@ export async function writeGenerated(results: Generated[], outDir: string): Prom
     }
   }
   const grid = join(outDir, 'grid.png');
-  // Cells of about 128 pixels whatever the decoder's resolution (4× at 32 px, 8× at 16 px).
-  await writeGrid(results.map((r) => r.images), grid, Math.max(1, Math.round(128 / results[0].images[0].width)));
+  await writeGrid(results.map((r) => r.images), grid, gridScale(results));
   return { files, grid };
 }

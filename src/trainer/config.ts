@@ -104,6 +104,19 @@ export const RunConfig = z
       })
       .prefault({})
       .describe('held-out loss during training: each stage’s own loss on the same pairs of data.eval with the same noise every time, outside the gradient tape'),
+    samples: z
+      .strictObject({
+        every: z.number().int().min(0).default(0).describe('steps of the decoder and upsampler stages between sample grids, and one at each of their ends (0: none)'),
+        prompts: z
+          .array(z.string().min(1))
+          .min(1)
+          .default(['a red circle on a white background', 'a green triangle on a black background'])
+          .describe('captions drawn, one grid row each'),
+        n: z.number().int().min(1).max(16).default(4).describe('images per prompt'),
+        steps: z.number().int().min(1).max(1000).default(25).describe('sampling steps of the prior, decoder and upsampler'),
+      })
+      .prefault({})
+      .describe('sample grids during training: the prompts drawn with the EMA weights, written as <checkpoint.url>/samples/step-<global step>.png'),
     checkpoint: z
       .strictObject({
         url: z.string().min(1).default('./checkpoints').describe('store URL (file://, s3:// or path) for checkpoints and latest.json'),

@@ -50,6 +50,7 @@ import { checkResumable, isFleetCursor, optimizerTensors, readCheckpoint, restor
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 import { checkpointTokenizer, learnRunTokenizer, sameTokenizer, tokenizerFingerprint, tokenizerManifest } from './vocab.ts';
+import { SampleLog } from './samples.ts';
 import { Validation } from './validation.ts';
 import { buildModels, clipGlobalLoss, disposeModels, disposeStageBatch, SEED, stageLoss, stageParams, toStageBatch, type Models } from './models.ts';
 import type { SafeTensor } from './safetensors.ts';
@@ -419,6 +420,7 @@ export async function trainDistributed(opts: DistributedOptions): Promise<Distri
 
 class DistributedTrainer {
   private readonly coord: Coordinator;
+  private readonly sampleLog: SampleLog | undefined;
   private readonly feed: ShardFeed;
   private progress: Progress = { stage: 0, stageStep: 0, globalStep: 0, skipped: {}, loss: {} };
   private where: WhereIs = { generation: 0, rank: null, worldSize: 0, ring: [], phase: 'waiting' };
@@ -451,6 +453,7 @@ class DistributedTrainer {
     private readonly validation: Validation | undefined,
   ) {
     this.coord = new Coordinator(nc, opts.run, id);
+    this.sampleLog = SampleLog.open(opts.config);
     this.feed = new ShardFeed(this.coord, dataStore, opts.config);
   }
 
@@ -724,6 +727,7 @@ class DistributedTrainer {
     const ck = config.checkpoint;
     const due = (ck.everySteps > 0 && p.globalStep % ck.everySteps === 0) || (ck.everyMinutes > 0 && performance.now() - this.lastSaved >= ck.everyMinutes * 60_000);
     if (stageDone || due || stop) await this.save(!stageDone, stop);
+    if (ring.rank === 0 && this.sampleLog?.due(stage, p.stageStep)) await this.drawSamples(stage, p.stageStep, p.globalStep);
     return stop ? 'stopped' : undefined;
   }
 
@@ -961,6 +965,16 @@ class DistributedTrainer {
       log.error('checkpoint write failed', { step: snapshot.manifest.global_step, error: String(err) });
     });
     return this.flushCheckpoint(final);
+  }
+
+  /** Rank 0: the sample grid due after this step, if any, beside the checkpoints (the peers wait at the next all-reduce). */
+  private async drawSamples(stage: StageName, stageStep: number, globalStep: number): Promise<void> {
+    const store = await openStore(this.opts.config.checkpoint.url);
+    try {
+      await this.sampleLog!.after(this.models, this.ema, stage, stageStep, globalStep, store);
+    } finally {
+      await store.close();
+    }
   }
 
   /** Progress reports for peers not yet answered; awaited before the data cursor of a checkpoint is taken. */

@@ -17,7 +17,7 @@ import { checkpointTokenizer } from './vocab.ts';
 import { parseRunConfig, STAGES, type RunConfig, type StageName } from './config.ts';
 
 /** Namespaces of deriveSeed(config.seed, PURPOSE, …), so no two uses of the base seed collide. */
-export const SEED = { model: 1, data: 2, step: 3, validation: 4 } as const;
+export const SEED = { model: 1, data: 2, step: 3, validation: 4, samples: 5 } as const;
 
 export interface Models {
   clip: Clip;

@@ -13,6 +13,7 @@ import { deriveSeed } from '../util/rng.ts';
 import { readCheckpoint, restoreOptimizer, writeCheckpoint, assignWeights, checkResumable, isFleetCursor, type CheckpointData, type ManifestInput } from './checkpoint.ts';
 import { STAGES, stageBatchSize, type RunConfig, type StageName } from './config.ts';
 import { Ema } from './ema.ts';
+import { SampleLog } from './samples.ts';
 import { Validation } from './validation.ts';
 import { checkpointTokenizer, learnRunTokenizer, tokenizerManifest } from './vocab.ts';
 import { buildModels, builtStages, disposeModels, disposeStageBatch, EMA_STAGES, savedStages, SEED, stageLoss, stageParams, toStageBatch, type EmaStage, type Models } from './models.ts';
@@ -170,6 +171,7 @@ async function trainModels(config: RunConfig, opts: TrainOptions, models: Models
   }
 
   const validation = await Validation.open(config);
+  const sampleLog = SampleLog.open(config);
   const { store: dataStore, shards } = await trainingShards(config.data.train);
   const ckptStore = opts.writeCheckpoints === false ? undefined : await openStore(config.checkpoint.url);
   let lastCheckpoint: string | undefined;
@@ -296,6 +298,7 @@ async function trainModels(config: RunConfig, opts: TrainOptions, models: Models
           (config.checkpoint.everySteps > 0 && progress.globalStep % config.checkpoint.everySteps === 0) ||
           (config.checkpoint.everyMinutes > 0 && performance.now() - lastSaved >= config.checkpoint.everyMinutes * 60_000);
         if (stageDone || stop || due) await save(stage, stageDone ? undefined : optimizer);
+        if (ckptStore) await sampleLog?.after(models, ema, stage, progress.stageStep, progress.globalStep, ckptStore);
         if (stop) return !(stageDone && STAGES.slice(progress.stage + 1).every((s) => config.stages[s].steps === 0));
       }
       return false;

@@ -1,6 +1,7 @@
 // Trainers and the real coordinator over a real nats-server train the tiny synthetic set.
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { Dtype, HEADER_BYTES } from '../../src/transport/chunks.ts';
 import { assertEpochExactlyOnce, metricValue, startHarness, watchRing } from './distributed-harness.ts';
 import { withTempDir } from './fixtures.ts';
@@ -78,7 +79,7 @@ for (const [wire, dtype] of [['bf16', Dtype.BF16], ['f16', Dtype.F16]] as const)
   });
 }
 
-test('a distributed trainer holds the same number of tensors after every step of each of the four stages, validations included', { timeout: 120_000 }, async (t) => {
+test('a distributed trainer holds the same number of tensors after every step of each of the four stages, validations and sample grids included', { timeout: 120_000 }, async (t) => {
   await withTempDir(async (dir) => {
     const h = await startHarness(dir, { steps: { clip: 4, prior: 3, decoder: 3, upsampler: 2 }, shards: 4, epochs: 2 });
     t.after(() => h.stop());
@@ -88,8 +89,9 @@ test('a distributed trainer holds the same number of tensors after every step of
       const { trainDistributed } = await import('../../src/trainer/distributed.ts');
       const { parseRunConfig } = await import('../../src/trainer/config.ts');
       const file = await loadRunConfig(h.configPath);
-      // Rank 0 validates every 2 steps on 8 held-out pairs (the training shards stand in for them).
-      const config = parseRunConfig({ ...file, data: { ...file.data, eval: file.data.train }, validation: { every: 2, samples: 8 } });
+      // Rank 0 validates every 2 steps on 8 held-out pairs (the training shards stand in for them) and draws a grid.
+      const samples = { every: 2, prompts: ['a red circle'], n: 1, steps: 1 };
+      const config = parseRunConfig({ ...file, data: { ...file.data, eval: file.data.train }, validation: { every: 2, samples: 8 }, samples });
       const counts: number[] = [];
       const validated: string[] = [];
       const r = await trainDistributed({
@@ -111,6 +113,9 @@ test('a distributed trainer holds the same number of tensors after every step of
       assert.equal(h.coordinator.status().generation, 1, 'the coordinator declared the trainer dead while it computed a step in the same process');
       assert.equal(counts.length, 12);
       assert.deepEqual(validated, ['clip2', 'clip4', 'prior2', 'prior3', 'decoder2', 'decoder3', 'upsampler2']);
+      // Grids after decoder steps 2 and 3 (global 9, 10) and upsampler step 2 (global 12), beside the checkpoints.
+      const { readdir } = await import('node:fs/promises');
+      assert.deepEqual((await readdir(join(config.checkpoint.url, 'samples'))).sort(), ['step-000000009.png', 'step-000000010.png', 'step-000000012.png']);
       // Rank 0's held-out losses reach the coordinator's metrics, by stage.
       const metrics = await h.coordinator.metrics.registry.metrics();
       const held = /^easel_validation_loss\{stage="upsampler",run="[^"]+"\} (\S+)$/m.exec(metrics);
