@@ -12,6 +12,8 @@ import { train, type StepReport } from '../../src/trainer/train.ts';
 import { assertSameWeights, IMAGE_SIZE, tinyConfig, tinyRun, weights, withTempDir, writeTinyDataset } from './fixtures.ts';
 
 const STEPS = { clip: 2, prior: 1, decoder: 2, upsampler: 4 };
+/** The tiny upsampler's low resolution (the tiny decoder's size with an upsampler): not the default upsampler's. */
+const TINY_LOW_RES = IMAGE_SIZE / 2;
 
 test('an upsampler stage trains after the decoder: bit-identical across runs, tensors flat across its steps, its weights and EMA checkpointed', () =>
   withTempDir(async (dir) => {
@@ -49,9 +51,12 @@ test('a run without upsampler steps builds and saves no upsampler; giving it ste
     const expected = weights(full);
     full.dispose();
 
-    // The same run, first saved as a three-stage run (no upsampler at all), then resumed with the upsampler's steps.
-    const three = tinyConfig(join(dir, 'data'), join(dir, 'parts'), STEPS);
-    three.stages.upsampler.steps = 0;
+    // The same run, first saved as a three-stage run whose run file has no upsampler section at all (so the saved
+    // config holds the default upsampler, another architecture), then resumed with the upsampler's steps.
+    const { upsampler: _none, ...stages } = tinyRun(join(dir, 'data'), join(dir, 'parts'), STEPS).stages;
+    const three = parseRunConfig({ ...tinyRun(join(dir, 'data'), join(dir, 'parts'), STEPS), stages });
+    assert.equal(three.stages.upsampler.steps, 0);
+    assert.notEqual(three.stages.upsampler.model.lowResSize, TINY_LOW_RES);
     const first = await train(three);
     assert.equal(first.models.upsampler, undefined);
     first.dispose();
