@@ -6,6 +6,7 @@
 //                            attribute the caption names (colour, shape, and background and size when named),
 //                            since many images fit one synthetic caption;
 //   clip.retrieval_top1_color_shape  the same, counting a hit when colour and shape match (the held-out binding).
+//   clip.retrieval_top5 *    a hit when any of the caption's 5 most similar images fits it (CLIP's recall@5).
 //   prior.cosine *           mean cosine(prior sample for the caption, CLIP embedding of the true image), beside
 //   prior.text_baseline_cosine *  the baseline of using the caption's text embedding directly.
 //   decoder.clip_score *     mean CLIP score (cosine of image and caption embeddings) of images generated from the
@@ -49,7 +50,7 @@ export type DecoderReport = Partial<ReturnType<typeof scoreDecoder>> & { clip_sc
 
 export interface EvalReport {
   /** retrieval_top1_color_shape only on a split with synthetic ground truth. */
-  clip: { retrieval_top1: number; retrieval_top1_color_shape?: number };
+  clip: { retrieval_top1: number; retrieval_top1_color_shape?: number; retrieval_top5: number };
   prior: { cosine: number; text_baseline_cosine: number };
   decoder: DecoderReport;
   decoder_from_image_embedding: DecoderReport;
@@ -148,21 +149,34 @@ function dot(a: number[], b: number[]): number {
 }
 
 /**
- * The image each caption retrieves: the index of the image embedding with the largest dot product with the
- * caption's text embedding (on CLIP's unit-length embeddings, the largest cosine). A tie goes to the lower index.
+ * The `k` images each caption retrieves, best first: the indices of the image embeddings with the largest dot
+ * products with the caption's text embedding (on CLIP's unit-length embeddings, the largest cosines). A tie goes to
+ * the lower index.
  */
-export function retrievedImages(textEmb: number[][], imageEmb: number[][]): number[] {
+export function rankedImages(textEmb: number[][], imageEmb: number[][], k: number): number[][] {
   return textEmb.map((t) => {
-    let best = 0;
-    for (let j = 1; j < imageEmb.length; j++) if (dot(t, imageEmb[j]) > dot(t, imageEmb[best])) best = j;
-    return best;
+    const scores = imageEmb.map((im) => dot(t, im));
+    return scores
+      .map((_, j) => j)
+      .sort((a, b) => scores[b] - scores[a] || a - b)
+      .slice(0, k);
   });
+}
+
+/** The image each caption retrieves (rankedImages' first). */
+export function retrievedImages(textEmb: number[][], imageEmb: number[][]): number[] {
+  return rankedImages(textEmb, imageEmb, 1).map(([j]) => j);
+}
+
+/** Top-k retrieval accuracy: the fraction of captions q with an image j among their k best that fits them, by `fits(q, j)`. */
+export function retrievalTopK(textEmb: number[][], imageEmb: number[][], fits: (caption: number, image: number) => boolean, k: number): number {
+  const hits = rankedImages(textEmb, imageEmb, k).filter((js, q) => js.some((j) => fits(q, j))).length;
+  return hits / textEmb.length;
 }
 
 /** Top-1 retrieval accuracy: the fraction of captions q whose retrieved image j fits them, by `fits(q, j)`. */
 export function retrievalTop1(textEmb: number[][], imageEmb: number[][], fits: (caption: number, image: number) => boolean): number {
-  const hits = retrievedImages(textEmb, imageEmb).filter((j, q) => fits(q, j)).length;
-  return hits / textEmb.length;
+  return retrievalTopK(textEmb, imageEmb, fits, 1);
 }
 
 /** Mean over rows i of cosine(a[i], b[i]); 0 for no rows. */
@@ -246,7 +260,11 @@ export async function evaluate(models: Models, samples: EvalSample[], config: z.
   const real = mean(gen.map((_, k) => dot(txtEmb[k], imgEmb[k])));
   const report = (d: Draws): DecoderReport => ({ ...(truths ? scoreDecoder(d.judged) : {}), clip_score: mean(d.scores), real_clip_score: real });
   return {
-    clip: { retrieval_top1: retrievalTop1(txtEmb, imgEmb, fits()), ...(truths ? { retrieval_top1_color_shape: retrievalTop1(txtEmb, imgEmb, fits('color-shape')) } : {}) },
+    clip: {
+      retrieval_top1: retrievalTop1(txtEmb, imgEmb, fits()),
+      ...(truths ? { retrieval_top1_color_shape: retrievalTop1(txtEmb, imgEmb, fits('color-shape')) } : {}),
+      retrieval_top5: retrievalTopK(txtEmb, imgEmb, fits(), 5),
+    },
     prior: { cosine: meanCosine(priorEmb, imgEmb), text_baseline_cosine: meanCosine(txtEmb, imgEmb) },
     decoder: report(draws.prior),
     decoder_from_image_embedding: report(draws.image),

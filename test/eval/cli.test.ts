@@ -146,6 +146,8 @@ test('easel eval on shards without synthetic ground truth scores retrieval again
   assert.equal(await evalCli(['--checkpoint', ckpt, '--data', join(dir, 'real'), '--out', out, '--generate', '3', '--steps', '2', '--prior-steps', '2', '--rerank', '2']), 0);
   const r = JSON.parse(await readFile(out, 'utf8'));
   assert.ok(r.clip.retrieval_top1 >= 0 && r.clip.retrieval_top1 <= 1);
+  // Four images: each caption's top 5 holds all of them, its own included.
+  assert.equal(r.clip.retrieval_top5, 1);
   assert.equal(r.clip.retrieval_top1_color_shape, undefined);
   for (const d of [r.decoder, r.decoder_from_image_embedding, r.decoder_reranked]) {
     assert.deepEqual(Object.keys(d), ['clip_score', 'real_clip_score'], JSON.stringify(d));

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fitsCaption, meanCosine, retrievalTop1, retrievedImages, scoreDecoder } from '../../src/eval/evaluate.ts';
+import { fitsCaption, meanCosine, rankedImages, retrievalTop1, retrievalTopK, retrievedImages, scoreDecoder } from '../../src/eval/evaluate.ts';
 import { BACKGROUND_RGB, drawSpec, rasterize, type GroundTruth } from '../../src/data/synth/index.ts';
 import { analyseShape } from '../../src/eval/shape-analyser.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -86,4 +86,21 @@ test('mean cosine pairs row i with row i and ignores the vectors’ lengths', ()
   assert.equal(meanCosine([[3, 4]], [[6, 8]]), 1);
   assert.equal(meanCosine([[1, 0]], [[-2, 0]]), -1);
   assert.equal(meanCosine([], []), 0);
+});
+
+test('top-k retrieval: a hit when any of the k most similar images fits; the ranking breaks ties by index', () => {
+  const images = [[1, 0], [0, 1], [-1, 0], [0.7, 0.7]];
+  const captions = [[1, 0.1], [0, 1], [-1, -0.1]];
+  // Caption 0: image 0 (1.0), image 3 (0.77), image 1 (0.1), image 2 (-1).
+  assert.deepEqual(rankedImages(captions, images, 4)[0], [0, 3, 1, 2]);
+  assert.deepEqual(rankedImages([[0, 0]], images, 2), [[0, 1]]);
+  const own = (q: number, j: number) => j === q;
+  assert.equal(retrievalTopK(captions, images, own, 1), 1); // caption q retrieves image q
+  assert.equal(retrievalTopK(captions, images, (q, j) => j === q + 1, 1), 0);
+  // The next caption's image: in caption 0's top 3 [0, 3, 1] and caption 2's [2, 1, 3], not in caption 1's [1, 3, 0].
+  assert.equal(retrievalTopK(captions, images, (q, j) => j === q + 1, 3), 2 / 3);
+  const third = (_q: number, j: number) => j === 1;
+  assert.equal(retrievalTopK(captions, images, third, 1), 1 / 3);
+  assert.equal(retrievalTopK(captions, images, third, 3), 1); // image 1 is in every caption's top 3
+  assert.equal(retrievalTopK(captions, images, third, 2), 2 / 3); // caption 0's top 2 is [0, 3]; caption 2's [2, 1]
 });
