@@ -7,6 +7,7 @@ import type { ObjectStore } from '../data/store/types.ts';
 import { generate, gridPng, gridScale } from '../eval/generate.ts';
 import { logger } from '../util/log.ts';
 import { deriveSeed } from '../util/rng.ts';
+import { checkpointName } from './checkpoint.ts';
 import type { RunConfig, StageName } from './config.ts';
 import { EMA_STAGES, SEED, stageParams, type Models } from './models.ts';
 import type { RunEma } from './train.ts';
@@ -44,7 +45,8 @@ export class SampleLog {
     } finally {
       live.restore();
     }
-    const key = `samples/step-${String(globalStep).padStart(9, '0')}.png`;
+    // Named like the checkpoint of the same step, beside which it lies.
+    const key = `samples/${checkpointName(globalStep)}.png`;
     await store.put(key, png);
     log.info('sample grid', { stage, step: stageStep, key: `${store.url}/${key}` });
     return key;

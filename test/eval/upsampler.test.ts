@@ -6,14 +6,13 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { openStore } from '../../src/data/store/index.ts';
-import { drawSpec, renderImage, writeSynthDataset } from '../../src/data/synth/index.ts';
+import { drawSpec, renderImage } from '../../src/data/synth/index.ts';
 import { train } from '../../src/trainer/train.ts';
 import { Rng } from '../../src/util/rng.ts';
 import { run as generate, sampleFlags } from '../../src/cli/generate.ts';
 import { run as variations } from '../../src/cli/variations.ts';
 import { run as evalCli } from '../../src/cli/eval.ts';
-import { IMAGE_SIZE, tinyConfig } from '../trainer/fixtures.ts';
+import { IMAGE_SIZE, tinyConfig, writeTinyEvalDataset } from '../trainer/fixtures.ts';
 
 let dir: string;
 let ckpt: string;
@@ -21,9 +20,7 @@ const STEPS = { clip: 2, prior: 2, decoder: 2, upsampler: 2 };
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'easel-upsampler-'));
-  const store = await openStore(join(dir, 'data'));
-  await writeSynthDataset(store, { shards: 1, perShard: 16, size: IMAGE_SIZE, seed: 4, badFraction: 0, evalPerPair: 3, format: 'png' });
-  await store.close();
+  await writeTinyEvalDataset(join(dir, 'data'));
   ckpt = join(dir, 'ckpt');
 });
 

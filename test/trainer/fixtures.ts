@@ -22,6 +22,13 @@ export async function writeTinyDataset(dir: string): Promise<void> {
 /** Step budgets of the tiny run's stages; with an upsampler the decoder draws at half the data's size. */
 export type TinySteps = { clip: number; prior: number; decoder: number; upsampler?: number };
 
+/** Writes 1 shard × 16 clean samples (16×16 PNG) and an eval/ split of 3 samples per held-out pair under `dir`. */
+export async function writeTinyEvalDataset(dir: string): Promise<void> {
+  const store = await openStore(dir);
+  await writeSynthDataset(store, SynthConfig.parse({ shards: 1, perShard: 16, size: IMAGE_SIZE, seed: 4, badFraction: 0, evalPerPair: 3, format: 'png' }));
+  await store.close();
+}
+
 /** The tiny run as a plain object (what a run file would hold). */
 export function tinyRun(dataUrl: string, checkpointUrl: string, steps: TinySteps = { clip: 3, prior: 3, decoder: 3 }) {
   const embedDim = 16;
